@@ -1,0 +1,183 @@
+"""Loading and validating training data.
+
+Two formats are read, detected from the records themselves:
+
+- prompt/completion JSONL: ``{"prompt": "...", "completion": "..."}`` per line;
+- chat JSONL: ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``.
+
+Every problem is reported with ``file:line`` and what is wrong, all problems at once, so a user
+fixes the file in one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ROLES = ("system", "user", "assistant")
+
+
+class DataError(ValueError):
+    """A data file is missing or has bad records; the message lists each ``file:line``."""
+
+
+@dataclass
+class Dataset:
+    """Validated examples from one file, as chat conversations."""
+
+    path: Path
+    format: str                      # "prompt_completion" or "messages"
+    conversations: list[list[dict]]
+    lines: list[int] = field(default_factory=list)   # source line of each conversation
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.conversations)
+
+    def prompts(self) -> list[str]:
+        return [next((m["content"] for m in c if m["role"] == "user"), "") for c in self.conversations]
+
+    def with_system_prompt(self, system_prompt: str | None) -> "Dataset":
+        """A copy with ``system_prompt`` as the first message of every conversation (replacing
+        any system message already there); ``None`` or ``""`` leaves them as they are."""
+        if not system_prompt:
+            return self
+        convs = [[{"role": "system", "content": system_prompt}]
+                 + [m for m in c if m["role"] != "system"] for c in self.conversations]
+        return Dataset(self.path, self.format, convs, list(self.lines), list(self.warnings))
+
+
+def to_messages(prompt: str, completion: str, system_prompt: str | None = None) -> list[dict]:
+    """One prompt/completion pair as chat messages, with an optional system prompt."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    return messages
+
+
+def load(path: str | os.PathLike, *, system_prompt: str | None = None,
+         allow_duplicates: bool = False) -> Dataset:
+    """Load and validate a JSONL data file in either format.
+
+    Raises :class:`DataError` naming every bad ``file:line`` (bad JSON, a missing key, empty
+    text, an unknown role, a duplicate prompt) or a missing file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        hint = ""
+        if path.parent.is_dir():
+            near = sorted(p.name for p in path.parent.glob("*.json*"))[:8]
+            if near:
+                hint = f" Data files in {path.parent}: {', '.join(near)}."
+        raise DataError(f"Data file not found: {path} (absolute: {path.resolve()}). Set `data` "
+                        f"to a prompt/completion or chat-messages JSONL file.{hint}")
+    errors: list[str] = []
+    records: list[tuple[int, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                records.append((lineno, json.loads(raw)))
+            except json.JSONDecodeError as e:
+                errors.append(f"{path}:{lineno}: bad JSON ({e.msg} at column {e.colno})")
+    if not records and not errors:
+        raise DataError(f"{path}: the file has no records. Each line should be a JSON object "
+                        'like {"prompt": "...", "completion": "..."} or {"messages": [...]}.')
+    fmt = _detect_format(records)
+    conversations, lines, seen = [], [], {}
+    warnings: list[str] = []
+    for lineno, rec in records:
+        where = f"{path}:{lineno}"
+        conv = _parse_record(rec, fmt, where, errors)
+        if conv is None:
+            continue
+        key = json.dumps([m for m in conv if m["role"] != "assistant"], sort_keys=True)
+        if key in seen:
+            msg = f"{where}: duplicate prompt (same as line {seen[key]})"
+            (warnings if allow_duplicates else errors).append(msg)
+            if not allow_duplicates:
+                continue
+        seen.setdefault(key, lineno)
+        conversations.append(conv)
+        lines.append(lineno)
+    if errors:
+        shown = errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
+        raise DataError(f"{len(errors)} problem(s) in {path}:\n  " + "\n  ".join(shown))
+    ds = Dataset(path, fmt, conversations, lines, warnings)
+    log.info("Loaded %d %s examples from %s", len(ds), fmt, path)
+    return ds.with_system_prompt(system_prompt)
+
+
+def _detect_format(records: list[tuple[int, Any]]) -> str:
+    for _, rec in records:
+        if isinstance(rec, dict):
+            if "messages" in rec:
+                return "messages"
+            if "prompt" in rec or "completion" in rec:
+                return "prompt_completion"
+    return "prompt_completion"
+
+
+def _parse_record(rec: Any, fmt: str, where: str, errors: list[str]) -> list[dict] | None:
+    if not isinstance(rec, dict):
+        errors.append(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        return None
+    if fmt == "prompt_completion":
+        bad = False
+        for key in ("prompt", "completion"):
+            if key not in rec:
+                errors.append(f"{where}: missing key {key!r} (a prompt/completion file needs both)")
+                bad = True
+            elif not isinstance(rec[key], str) or not rec[key].strip():
+                errors.append(f"{where}: empty {key!r}")
+                bad = True
+        return None if bad else to_messages(rec["prompt"], rec["completion"])
+    msgs = rec.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        errors.append(f"{where}: missing key 'messages' (a list of {{role, content}} objects)")
+        return None
+    conv = []
+    for j, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            errors.append(f"{where}: message {j} has role {m.get('role') if isinstance(m, dict) else m!r}; "
+                          f"expected one of {', '.join(ROLES)}")
+            return None
+        if not isinstance(m.get("content"), str) or not m["content"].strip():
+            errors.append(f"{where}: message {j} ({m['role']}) has empty text")
+            return None
+        conv.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "assistant" for m in conv):
+        errors.append(f"{where}: no assistant message, so nothing to train")
+        return None
+    return conv
+
+
+def load_probes(path: str | os.PathLike) -> list[dict]:
+    """Probe questions for fact recall: JSONL lines ``{"question": ..., "key_fact": ...}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Probe file not found: {path}. Set `probes` to a JSONL file of "
+                        '{"question": ..., "key_fact": ...} lines.')
+    probes, errors = [], []
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError as e:
+            errors.append(f"{path}:{lineno}: bad JSON ({e.msg})")
+            continue
+        missing = [k for k in ("question", "key_fact") if not str(rec.get(k, "")).strip()]
+        if missing:
+            errors.append(f"{path}:{lineno}: missing or empty {', '.join(missing)}")
+            continue
+        probes.append(rec)
+    if errors:
+        raise DataError(f"{len(errors)} problem(s) in {path}:\n  " + "\n  ".join(errors))
+    return probes

@@ -1,0 +1,285 @@
+"""LoRA training behind one call, with two backends.
+
+- ``unsloth``: Unsloth's ``FastLanguageModel`` (the fast path on NVIDIA GPUs). Chosen by
+  ``backend="auto"`` when CUDA is present and Unsloth imports.
+- ``transformers``: transformers + PEFT + TRL's ``SFTTrainer``; runs everywhere.
+
+Both train on exactly the labels made by :func:`helpers.templates.tokenize_for_training`: the
+data reach the trainer already tokenized, with ``skip_prepare_dataset``, so neither TRL nor
+Unsloth re-derives masks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from helpers.models import ModelChoice, ModelProfile, require_gpu
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "unsloth", "transformers")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings. ``None`` in :func:`resolve_config` means "the profile's default"."""
+
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training data"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (alpha/r scales updates)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
+    target_modules: tuple[str, ...] = field(default=("q_proj", "k_proj", "v_proj"),
+                                            metadata={"help": "module names that get LoRA adapters"})
+    batch_size: int = field(default=2, metadata={"help": "sequences per device per step"})
+    grad_accum: int = field(default=4, metadata={"help": "gradient accumulation steps"})
+    max_seq_length: int = field(default=2048, metadata={"help": "longest sequence in tokens; longer ones are truncated and counted"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps for linear warm-up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    lr_scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name"})
+    seed: int = field(default=42, metadata={"help": "random seed for LoRA init and data order"})
+    logging_steps: int = field(default=5, metadata={"help": "log the loss every N optimizer steps"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load base weights in 4 bits (GPU only)"})
+    backend: str = field(default="auto", metadata={"help": "auto, unsloth or transformers"})
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+
+def resolve_config(profile: ModelProfile, **overrides) -> TrainConfig:
+    """Profile defaults, then ``overrides`` (``None`` values are ignored). An unknown setting
+    is an error that lists the known ones."""
+    base = TrainConfig(
+        epochs=profile.train.epochs, learning_rate=profile.train.learning_rate,
+        lora_r=profile.lora.r, lora_alpha=profile.lora.alpha, lora_dropout=profile.lora.dropout,
+        target_modules=tuple(profile.lora.target_modules), batch_size=profile.train.batch_size,
+        grad_accum=profile.train.grad_accum, max_seq_length=profile.max_seq_length,
+        warmup_ratio=profile.train.warmup_ratio, weight_decay=profile.train.weight_decay,
+        lr_scheduler=profile.train.lr_scheduler, load_in_4bit=profile.load_in_4bit)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"Unknown training setting(s): {', '.join(unknown)}. "
+                        f"Known settings: {', '.join(sorted(known))}.")
+    set_ = {k: v for k, v in overrides.items() if v is not None}
+    if "target_modules" in set_:
+        set_["target_modules"] = tuple(set_["target_modules"])
+    cfg = dataclasses.replace(base, **set_)
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"backend={cfg.backend!r} is not one of {', '.join(BACKENDS)}.")
+    return cfg
+
+
+def unsloth_available() -> bool:
+    return importlib.util.find_spec("unsloth") is not None
+
+
+def select_backend(backend: str = "auto") -> str:
+    """The backend to use: ``auto`` picks Unsloth on a CUDA machine where it is installed."""
+    from helpers.models import cuda_available
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}.")
+    if backend == "auto":
+        return "unsloth" if cuda_available() and unsloth_available() else "transformers"
+    if backend == "unsloth" and not unsloth_available():
+        raise ImportError("backend='unsloth' was asked for but Unsloth is not installed. Install it "
+                          "(`pip install unsloth` on a CUDA machine; on a CPU `pip install --no-deps "
+                          "unsloth==2026.10.9 unsloth_zoo==2026.10.9`), or use backend='transformers'.")
+    return backend
+
+
+def _device_dtype():
+    import torch
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_model(choice: ModelChoice, *, backend: str = "auto", adapter=None,
+               max_seq_length: int | None = None, load_in_4bit: bool | None = None):
+    """``(model, tokenizer)`` for ``choice`` with ``backend``; with ``adapter``, the base model
+    plus that LoRA adapter. Stops with a clear message for a full-size model without a GPU."""
+    require_gpu(choice)
+    backend = select_backend(backend)
+    profile = choice.profile
+    four_bit = profile.load_in_4bit if load_in_4bit is None else load_in_4bit
+    from helpers.models import cuda_available
+    four_bit = four_bit and cuda_available()
+    source = choice.source()
+    max_len = max_seq_length or profile.max_seq_length
+    t0 = time.time()
+    if backend == "unsloth":
+        import unsloth  # noqa: F401  (must be imported before transformers to patch it)
+        from unsloth import FastLanguageModel
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=source, max_seq_length=max_len, load_in_4bit=four_bit, dtype=None)
+    else:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        kwargs: dict[str, Any] = {"dtype": _device_dtype()}
+        if profile.family == "gpt-oss":
+            kwargs["attn_implementation"] = "eager"
+        if four_bit:
+            from transformers import BitsAndBytesConfig
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=_device_dtype())
+        if torch.cuda.is_available():
+            kwargs["device_map"] = {"": 0}
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if adapter is not None:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, str(adapter))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    log.info("Loaded %s with %s in %.1f s", source, backend, time.time() - t0)
+    model._finetuning_backend = backend
+    return model, tokenizer
+
+
+def add_lora(model, cfg: TrainConfig):
+    """Wrap ``model`` with fresh LoRA adapters per ``cfg`` (base weights frozen)."""
+    backend = getattr(model, "_finetuning_backend", "transformers")
+    if backend == "unsloth":
+        from unsloth import FastLanguageModel
+        from helpers.models import cuda_available
+        peft_model = FastLanguageModel.get_peft_model(
+            model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=list(cfg.target_modules), bias="none",
+            use_gradient_checkpointing="unsloth" if cuda_available() else False,
+            random_state=cfg.seed)
+    else:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        torch.manual_seed(cfg.seed)
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+        peft_model = get_peft_model(model, lora)
+    peft_model._finetuning_backend = backend
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    log.info("LoRA r=%d alpha=%d on %s: %d trainable of %d parameters (%.2f%%)", cfg.lora_r,
+             cfg.lora_alpha, ",".join(cfg.target_modules), trainable, total, 100 * trainable / total)
+    return peft_model
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    adapter_dir: Path
+    loss_history: list[dict]
+    steps: int
+    train_seconds: float
+    final_loss: float | None
+    trained_tokens: int
+    tokens_per_second: float
+    backend: str
+
+    def summary(self) -> dict[str, Any]:
+        return {"steps": self.steps, "train_seconds": round(self.train_seconds, 1),
+                "final_loss": self.final_loss, "trained_tokens": self.trained_tokens,
+                "tokens_per_second": round(self.tokens_per_second, 1), "backend": self.backend,
+                "adapter_dir": str(self.adapter_dir)}
+
+
+def _loss_recorder():
+    from transformers import TrainerCallback
+
+    class LossRecorder(TrainerCallback):
+        """Keeps every logged loss (and learning rate) with its step and epoch."""
+
+        def __init__(self):
+            self.history: list[dict] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.history.append({"step": state.global_step, "epoch": round(state.epoch or 0, 3),
+                                     "loss": round(float(logs["loss"]), 5),
+                                     "learning_rate": logs.get("learning_rate")})
+
+    return LossRecorder()
+
+
+def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
+          *, callbacks: Sequence[Any] = (), on_log: Callable[[list[dict]], None] | None = None) -> TrainResult:
+    """Train the LoRA-wrapped ``model`` on tokenized ``rows`` (``input_ids``/``labels``).
+
+    Saves a checkpoint per epoch under ``output_dir/checkpoints`` and the adapter and tokenizer
+    in ``output_dir/adapter``.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    output_dir = Path(output_dir)
+    backend = getattr(model, "_finetuning_backend", "transformers")
+    dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    args = SFTConfig(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_strategy="epoch",
+        save_total_limit=2,
+        save_only_model=False,
+        report_to="none",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_length=cfg.max_seq_length,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        bf16=use_bf16,
+        fp16=torch.cuda.is_available() and not use_bf16,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        optim="adamw_torch",
+    )
+    recorder = _loss_recorder()
+    cbs = [recorder, *callbacks]
+    if on_log is not None:
+        class _Forward(TrainerCallback):
+            def on_log(self, a, state, control, logs=None, **kw):
+                if logs and "loss" in logs:
+                    on_log(recorder.history)
+        cbs.append(_Forward())
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=cbs)
+    model.train()
+    t0 = time.time()
+    out = trainer.train()
+    seconds = time.time() - t0
+    model.eval()
+    adapter_dir = output_dir / "adapter"
+    model.save_pretrained(str(adapter_dir))
+    tokenizer.save_pretrained(str(adapter_dir))
+    epochs = math.ceil(cfg.epochs)
+    tokens = sum(len(r["input_ids"]) for r in rows) * epochs
+    trained = sum(sum(1 for x in r["labels"] if x != -100) for r in rows) * epochs
+    final = recorder.history[-1]["loss"] if recorder.history else out.training_loss
+    log.info("Trained %d steps in %.0f s (%.0f tokens/s); final loss %.4f; adapter in %s",
+             out.global_step, seconds, tokens / max(seconds, 1e-9), final, adapter_dir)
+    return TrainResult(output_dir=output_dir, adapter_dir=adapter_dir,
+                       loss_history=recorder.history, steps=out.global_step, train_seconds=seconds,
+                       final_loss=final, trained_tokens=trained,
+                       tokens_per_second=tokens / max(seconds, 1e-9), backend=backend)
