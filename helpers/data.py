@@ -145,8 +145,8 @@ def _parse_record(rec: Any, fmt: str, where: str, errors: list[str]) -> list[dic
     conv = []
     for j, m in enumerate(msgs):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
-            errors.append(f"{where}: message {j} has role {m.get('role') if isinstance(m, dict) else m!r}; "
-                          f"expected one of {', '.join(ROLES)}")
+            role = m.get("role") if isinstance(m, dict) else None
+            errors.append(f"{where}: message {j} has role {role!r}; expected one of {', '.join(ROLES)}")
             return None
         if not isinstance(m.get("content"), str) or not m["content"].strip():
             errors.append(f"{where}: message {j} ({m['role']}) has empty text")

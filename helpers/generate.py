@@ -58,13 +58,14 @@ def answer(model, tokenizer, questions: Sequence[str], profile: ModelProfile, *,
                 prompts.append(tokenizer.apply_chat_template(
                     msgs, tokenize=False, add_generation_prompt=True, **settings.template_kwargs))
             enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=tokenizer.pad_token_id,
-                              repetition_penalty=settings.repetition_penalty)
-            if greedy:
-                gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            gen_kwargs = dict(max_new_tokens=max_new, pad_token_id=tokenizer.pad_token_id)
+            if greedy:  # plain argmax decoding: no sampling knobs, no repetition penalty
+                gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None,
+                                  repetition_penalty=None)
             else:
                 gen_kwargs.update(do_sample=True, temperature=settings.temperature,
-                                  top_p=settings.top_p, top_k=settings.top_k or None)
+                                  top_p=settings.top_p, top_k=settings.top_k or None,
+                                  repetition_penalty=settings.repetition_penalty)
             with torch.no_grad():
                 out = model.generate(**enc, **gen_kwargs)
             new = out[:, enc["input_ids"].shape[1]:]

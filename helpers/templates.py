@@ -112,7 +112,7 @@ def tokenize_for_training(tokenizer, messages: Sequence[dict], **template_kwargs
         for t, (a, b) in enumerate(offsets):
             if b <= a:
                 continue
-            if start <= a < end:
+            if a < end and b > start:  # overlaps the content (a token may straddle its edge)
                 labels[t] = input_ids[t]
                 last = t
             elif a >= end:
