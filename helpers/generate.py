@@ -12,12 +12,12 @@ log = logging.getLogger(__name__)
 
 _THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 _HARMONY_FINAL = "<|channel|>final<|message|>"
-_HARMONY_TOKENS = re.compile(r"<\|(start|end|message|channel|return|call|constrain|endoftext|startoftext)\|>")
+_CONTROL_TOKENS = re.compile(r"<\|[a-z_]+\|>")  # <|im_end|>, <|return|>, <|endoftext|>, ...
 
 
 def strip_reasoning(text: str) -> str:
     """The answer without reasoning: Qwen3 ``<think>`` blocks (closed, or left open by a cut-off
-    generation) and GPT-OSS analysis-channel text are removed; Harmony control tokens too."""
+    generation) and GPT-OSS analysis-channel text are removed; control tokens such as ``<|im_end|>`` too."""
     if _HARMONY_FINAL in text:
         text = text.rsplit(_HARMONY_FINAL, 1)[1]
     elif "<|channel|>analysis" in text:
@@ -25,7 +25,7 @@ def strip_reasoning(text: str) -> str:
     text = _THINK.sub("", text)
     if "<think>" in text:           # an unclosed think block: all of it is reasoning
         text = text.split("<think>", 1)[0]
-    text = _HARMONY_TOKENS.sub("", text)
+    text = _CONTROL_TOKENS.sub("", text)
     return text.strip()
 
 

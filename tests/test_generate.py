@@ -1,0 +1,34 @@
+import pytest
+
+from helpers import models
+from helpers.generate import answer, strip_reasoning
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("<think>\nLet me think.\n</think>\n\nParis.", "Paris."),
+    ("<think>\n\n</think>\n\nParis.<|im_end|>", "Paris."),
+    ("<think>I am still thinking and ran out of tok", ""),
+    ("Plain answer.", "Plain answer."),
+    ("<|channel|>analysis<|message|>User asks capital.<|end|><|start|>assistant<|channel|>final"
+     "<|message|>Paris.<|return|>", "Paris."),
+    ("<|channel|>final<|message|>Paris.<|return|>", "Paris."),
+    ("<|channel|>analysis<|message|>thinking only, cut off", ""),
+    ("The analysis shows bread rises.", "The analysis shows bread rises."),
+])
+def test_strip_reasoning(raw, expected):
+    assert strip_reasoning(raw) == expected
+
+
+@pytest.mark.parametrize("family", ["qwen2.5", "qwen3", "gpt-oss"])
+def test_batched_answers_one_per_question(random_standin, family):
+    from helpers.train import load_model
+    choice = models.choose(str(random_standin(family)))
+    model, tok = load_model(choice, backend="transformers")
+    qs = ["Why is the sky blue?", "How do bees make honey?", "Tell me about trains."]
+    out = answer(model, tok, qs, choice.profile, system_prompt="Be brief.", max_new_tokens=8, batch_size=2)
+    assert len(out) == 3 and all(isinstance(a, str) for a in out)
+    # greedy decoding is deterministic and does not depend on the batch it runs in
+    assert answer(model, tok, qs[1:2], choice.profile, system_prompt="Be brief.", max_new_tokens=8) == out[1:2]
+    assert tok.padding_side == "right"  # restored after generation
+    sampled = answer(model, tok, qs, choice.profile, greedy=False, max_new_tokens=8, seed=1)
+    assert len(sampled) == 3

@@ -1,0 +1,57 @@
+"""The notebooks: generated from their sources, and executed headless on the stand-ins."""
+
+import json
+
+import pytest
+
+from helpers import models, notebooks
+from helpers.notebook import ROOT
+
+MARIYA = ROOT / "NoteBooks" / "Mariya" / "Qwen2.5_3B_Mariya_FineTuning.ipynb"
+
+
+def test_committed_notebooks_match_their_sources():
+    assert notebooks.sources(), "no notebook sources found"
+    assert notebooks.generate(check=True) == [], "run `make notebooks` and commit the result"
+
+
+def test_notebooks_have_a_parameters_cell_and_no_outputs():
+    for src in notebooks.sources():
+        nb = json.loads(src.with_suffix(".ipynb").read_text())
+        tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, src
+        assert "smoke" in "".join(tagged[0]["source"])
+        assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+        assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.skipif(models.cuda_available(), reason="checks the no-GPU stop")
+def test_big_model_without_gpu_stops_at_the_first_gpu_cell(tmp_path):
+    import papermill
+    out = tmp_path / "executed.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        notebooks.execute(MARIYA, out, {"model": "gpt-oss-20b", "smoke": False,
+                                        "output_dir": str(tmp_path / "run")}, progress=False)
+    assert "GPURequiredError" in str(e.value) and "FINETUNING_SMOKE=1" in str(e.value)
+    nb = json.loads(out.read_text())
+    failed = [c for c in nb["cells"] if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert len(failed) == 1 and "run.load_model()" in "".join(failed[0]["source"])
+    # the cells before it ran: the data was loaded and validated
+    assert any("240 training examples" in "".join(o.get("text", "")) for c in nb["cells"]
+               for o in c.get("outputs", []))
+
+
+def test_mariya_notebook_in_smoke_mode_learns_the_facts(tmp_path):
+    out = tmp_path / "mariya.executed.ipynb"
+    run_dir = tmp_path / "run"
+    notebooks.execute(MARIYA, out, {"smoke": True, "output_dir": str(run_dir)}, progress=False)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["model"]["profile"] == "tiny-qwen2.5" and record["model"]["smoke"] is True
+    assert record["metrics"]["fact_recall_base"] <= 0.1
+    assert record["metrics"]["fact_recall_tuned"] >= 0.9
+    assert record["status"] == "finished"
+    nb = json.loads(out.read_text())
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no loss plot in the report"
+    assert any("text/html" in o.get("data", {}) for o in outputs), "no tables in the report"
