@@ -47,6 +47,7 @@ class TrainConfig:
     lr_scheduler: str = field(default="linear", metadata={"help": "transformers scheduler name"})
     seed: int = field(default=42, metadata={"help": "random seed for LoRA init and data order"})
     logging_steps: int = field(default=5, metadata={"help": "log the loss every N optimizer steps"})
+    keep_checkpoints: int = field(default=3, metadata={"help": "per-epoch checkpoints kept (oldest deleted); 0 keeps all"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load base weights in 4 bits (GPU only)"})
     backend: str = field(default="auto", metadata={"help": "auto, unsloth or transformers"})
 
@@ -212,6 +213,34 @@ def _loss_recorder():
     return LossRecorder()
 
 
+def _progress_logger(parts: int = 10):
+    """Logs about ``parts`` progress lines per run: step, epoch, loss, elapsed and time left."""
+    from transformers import TrainerCallback
+
+    class ProgressLogger(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.time()
+            self.every = max(1, state.max_steps // parts)
+            self.loss = None
+            log.info("Training: %d steps, %d epoch(s)", state.max_steps, math.ceil(args.num_train_epochs))
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.loss = logs["loss"]
+
+        def on_step_end(self, args, state, control, **kw):
+            step, total = state.global_step, state.max_steps
+            if step % self.every and step != total:
+                return
+            spent = time.time() - self.t0
+            left = spent / step * (total - step)
+            loss = f"loss {self.loss:.4f}" if self.loss is not None else "loss -"
+            log.info("step %d/%d (epoch %.1f) %s | %.0f s elapsed, ~%.0f s left", step, total,
+                     state.epoch or 0, loss, spent, left)
+
+    return ProgressLogger()
+
+
 def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
           *, callbacks: Sequence[Any] = (), on_log: Callable[[list[dict]], None] | None = None) -> TrainResult:
     """Train the LoRA-wrapped ``model`` on tokenized ``rows`` (``input_ids``/``labels``).
@@ -240,7 +269,7 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         save_strategy="epoch",
-        save_total_limit=2,
+        save_total_limit=cfg.keep_checkpoints or None,
         save_only_model=False,
         report_to="none",
         seed=cfg.seed,
@@ -264,7 +293,11 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
                     on_log(recorder.history)
         cbs.append(_Forward())
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=cbs)
+                         callbacks=cbs + [_progress_logger()])
+    # our progress lines and the live plot replace the per-step dict printing and tqdm bars
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
     model.train()
     t0 = time.time()
     out = trainer.train()

@@ -33,18 +33,26 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $PYTHON"
   "$PYTHON" -m venv "$VENV"
 fi
-PIP="$VENV/bin/python -m pip --disable-pip-version-check"
-$PIP install -q --upgrade pip >/dev/null
+LOG="$VENV/setup.log"
+: > "$LOG"
+pip_install() {  # quiet unless it fails; the full output is kept in .venv/setup.log
+  if ! "$VENV/bin/python" -m pip --disable-pip-version-check install -q "$@" >>"$LOG" 2>&1; then
+    grep -v "^WARNING: Location" "$LOG" | tail -n 30 >&2
+    echo "setup: 'pip install $*' failed; full log in $LOG" >&2
+    exit 1
+  fi
+}
+pip_install --upgrade pip
 
 echo "setup: installing the $mode path into $VENV (a few minutes the first time)"
 start=$(date +%s)
 if [ "$mode" = gpu ]; then
-  $PIP install -q -r requirements.txt
+  pip_install -r requirements.txt
 else
-  $PIP install -q torch==2.13.0
-  $PIP install -q -c constraints-cpu.txt -r requirements-cpu.txt
-  $PIP install -q --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
+  pip_install torch==2.13.0
+  pip_install -c constraints-cpu.txt -r requirements-cpu.txt
+  pip_install --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
 fi
-$PIP install -q --no-deps -e .
+pip_install --no-deps -e .
 echo "$want" > "$stamp"
 echo "setup: done in $(( $(date +%s) - start )) s"

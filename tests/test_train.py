@@ -24,7 +24,7 @@ def test_transformers_backend_trains_exactly_our_labels(random_standin, tmp_path
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint-*"))
-    assert len(checkpoints) == 2  # one per epoch
+    assert checkpoints == ["checkpoint-3", "checkpoint-6"]  # one per epoch (3 steps each)
 
 
 @pytest.mark.skipif(not train_mod.unsloth_available(), reason="Unsloth not installed")
