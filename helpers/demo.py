@@ -7,6 +7,7 @@ it fine-tunes the real Qwen2.5-3B-Instruct.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 
@@ -18,6 +19,8 @@ NOTEBOOK = ROOT / "NoteBooks" / "Mariya" / "Qwen2.5_3B_Mariya_FineTuning.ipynb"
 
 
 def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.INFO)
     smoke = models.smoke_mode() or not models.cuda_available()
     choice = models.choose("qwen2.5-3b", smoke)
     out_dir = ROOT / "outputs" / f"mariya-{choice.profile.name}"
@@ -25,7 +28,7 @@ def main() -> int:
     print(f"Demo: the Mariya notebook on {choice.describe()}"
           + (" (no NVIDIA GPU found, so smoke mode)" if smoke and not models.smoke_mode() else ""))
     t0 = time.time()
-    execute(NOTEBOOK, executed, {"smoke": smoke, "output_dir": str(out_dir)})
+    execute(NOTEBOOK, executed, {"smoke": smoke, "output_dir": str(out_dir)}, log_output=True)
     record = json.loads((out_dir / "run.json").read_text())
     m = record["metrics"]
     print(f"\nDone in {time.time() - t0:.0f} s.")

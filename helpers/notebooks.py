@@ -62,14 +62,16 @@ def generate(check: bool = False) -> list[Path]:
 
 
 def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any],
-            *, timeout: int = 1800, progress: bool = True) -> Path:
-    """Run a notebook headless with papermill; returns the executed notebook's path."""
+            *, timeout: int = 1800, progress: bool = True, log_output: bool = False) -> Path:
+    """Run a notebook headless with papermill; returns the executed notebook's path.
+    ``log_output`` echoes the cells' output (progress lines) to this terminal as they run."""
     import papermill as pm
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
-                        cwd=str(ROOT), progress_bar=progress, execution_timeout=timeout)
+                        cwd=str(ROOT), progress_bar=progress and not log_output,
+                        log_output=log_output, execution_timeout=timeout)
     return output
 
 

@@ -1,0 +1,95 @@
+"""A persona: the folder ``NoteBooks/<Persona>/`` and its ``persona.toml``.
+
+The config holds the persona's name, its books folder, the system prompt and the data settings;
+nothing in the code is specific to one author. Add a persona by copying a folder's
+``persona.toml`` into ``NoteBooks/<NewPersona>/`` and pointing ``books`` at other books.
+
+Settings resolve as: built-in defaults, then ``persona.toml``, then notebook parameters
+(``None`` keeps the value before it). An unknown key is an error that lists the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from helpers.notebook import ROOT
+
+
+class PersonaError(ValueError):
+    """A persona.toml is missing or has an unknown or badly typed setting."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    words: int = 350                 # passage length in words
+    overlap: int = 50                # words shared by consecutive passages
+    min_words: int = 100             # shorter passages are dropped
+    questions_per_passage: int = 2   # V2 synthetic questions per passage
+    qa_source: str = "anthropic"     # anthropic, local or rule
+    qa_model: str = "claude-haiku-4-5-20251001"
+    concurrency: int = 8             # API requests in flight
+    budget_usd: float | None = None  # stop question generation before spending more
+    heldout_fraction: float = 0.1    # share of passages held out, as whole chapters
+
+
+@dataclass(frozen=True)
+class Persona:
+    name: str
+    folder: Path
+    books: Path
+    system_prompt: str
+    data: DataSettings = field(default_factory=DataSettings)
+
+    @property
+    def slug(self) -> str:
+        return self.folder.name
+
+    @property
+    def dataset_dir(self) -> Path:
+        """Where this persona's question cache, training sets and held-out split live."""
+        return ROOT / "qa_dataset" / self.slug
+
+
+def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
+    """Read ``folder/persona.toml`` and apply ``overrides`` (data settings or ``books`` /
+    ``system_prompt``; ``None`` values are ignored)."""
+    folder = Path(folder)
+    if not folder.is_absolute():
+        folder = ROOT / folder
+    path = folder / "persona.toml"
+    if not path.is_file():
+        raise PersonaError(f"No persona config at {path}. Copy NoteBooks/JordanPeterson/persona.toml "
+                           "there and edit its name, books and system_prompt.")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise PersonaError(f"{path}: not valid TOML ({e}).") from e
+    data_raw = raw.pop("data", {})
+    top_known = {"name", "books", "system_prompt"}
+    data_known = {f.name for f in dataclasses.fields(DataSettings)}
+    unknown = sorted(set(raw) - top_known) + [f"data.{k}" for k in sorted(set(data_raw) - data_known)]
+    bad_over = sorted(set(overrides) - top_known - data_known)
+    if unknown or bad_over:
+        raise PersonaError(
+            f"{path}: unknown setting(s) {', '.join(unknown + bad_over)}. Known: "
+            f"{', '.join(sorted(top_known))}, and under [data]: {', '.join(sorted(data_known))}.")
+    for key in ("name", "books", "system_prompt"):
+        if not str(raw.get(key, "")).strip():
+            raise PersonaError(f"{path}: `{key}` is missing or empty.")
+    over = {k: v for k, v in overrides.items() if v is not None}
+    settings = {**data_raw, **{k: v for k, v in over.items() if k in data_known}}
+    try:
+        data = DataSettings(**settings)
+    except TypeError as e:
+        raise PersonaError(f"{path}: {e}") from e
+    if data.qa_source not in ("anthropic", "local", "rule"):
+        raise PersonaError(f"qa_source={data.qa_source!r}: use 'anthropic', 'local' or 'rule'.")
+    books = Path(over.get("books", raw["books"])).expanduser()
+    return Persona(name=raw["name"], folder=folder,
+                   books=books if books.is_absolute() else ROOT / books,
+                   system_prompt=over.get("system_prompt", raw["system_prompt"]).strip(), data=data)

@@ -1,0 +1,38 @@
+import pytest
+
+from helpers import persona
+from helpers.notebook import ROOT
+
+
+def test_shipped_persona_loads_with_overrides():
+    p = persona.load("NoteBooks/JordanPeterson", questions_per_passage=3, qa_source=None)
+    assert p.name == "Jordan B. Peterson" and p.slug == "JordanPeterson"
+    assert p.books == ROOT / "Books" / "JordanPeterson"
+    assert p.data.questions_per_passage == 3 and p.data.qa_source == "anthropic"
+    assert p.dataset_dir == ROOT / "qa_dataset" / "JordanPeterson"
+    assert "Peterson" in p.system_prompt
+
+
+def test_second_persona_is_a_copied_config(tmp_path):
+    (tmp_path / "persona.toml").write_text(
+        'name = "Ada"\nbooks = "/data/ada"\nsystem_prompt = "You are Ada."\n[data]\nwords = 200\n')
+    p = persona.load(tmp_path)
+    assert (p.name, str(p.books), p.data.words, p.data.overlap) == ("Ada", "/data/ada", 200, 50)
+
+
+@pytest.mark.parametrize("body,match", [
+    ('name = "A"\nbooks = "b"\nsystem_prompt = "s"\ncolour = "red"\n', "unknown setting.*colour"),
+    ('name = "A"\nbooks = "b"\nsystem_prompt = "s"\n[data]\nwordz = 3\n', r"data\.wordz"),
+    ('name = "A"\nbooks = "b"\n', "system_prompt` is missing"),
+    ('name = "A"\nbooks = "b"\nsystem_prompt = "s"\n[data]\nqa_source = "gpt"\n', "qa_source='gpt'"),
+    ('name = "A" books', "not valid TOML"),
+])
+def test_bad_configs_are_named(tmp_path, body, match):
+    (tmp_path / "persona.toml").write_text(body)
+    with pytest.raises(persona.PersonaError, match=match):
+        persona.load(tmp_path)
+
+
+def test_missing_config_says_what_to_copy(tmp_path):
+    with pytest.raises(persona.PersonaError, match="Copy NoteBooks/JordanPeterson/persona.toml"):
+        persona.load(tmp_path)
