@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 
@@ -27,6 +28,8 @@ def main() -> int:
     executed = ROOT / "outputs" / "notebooks" / "Qwen2.5_3B_Mariya_FineTuning.executed.ipynb"
     print(f"Demo: the Mariya notebook on {choice.describe()}"
           + (" (no NVIDIA GPU found, so smoke mode)" if smoke and not models.smoke_mode() else ""))
+    if out_dir.exists():  # a demo starts clean (a real run would resume from its checkpoints)
+        shutil.rmtree(out_dir)
     t0 = time.time()
     execute(NOTEBOOK, executed, {"smoke": smoke, "output_dir": str(out_dir)}, log_output=True)
     record = json.loads((out_dir / "run.json").read_text())

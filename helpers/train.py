@@ -48,6 +48,11 @@ class TrainConfig:
     seed: int = field(default=42, metadata={"help": "random seed for LoRA init and data order"})
     logging_steps: int = field(default=5, metadata={"help": "log the loss every N optimizer steps"})
     keep_checkpoints: int = field(default=3, metadata={"help": "per-epoch checkpoints kept (oldest deleted); 0 keeps all"})
+    eval_steps: int = field(default=0, metadata={"help": "evaluate every N steps (0: once per epoch) when a validation set is given"})
+    early_stopping_patience: int = field(default=0, metadata={"help": "stop after N evaluations without improvement (0: off)"})
+    early_stopping_threshold: float = field(default=0.0, metadata={"help": "smallest eval-loss drop that counts as improvement"})
+    resume: bool = field(default=True, metadata={"help": "continue from the last checkpoint in the run folder if there is one"})
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard, none, or any transformers report_to value (comma-separated)"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load base weights in 4 bits (GPU only)"})
     backend: str = field(default="auto", metadata={"help": "auto, unsloth or transformers"})
 
@@ -187,11 +192,17 @@ class TrainResult:
     trained_tokens: int
     tokens_per_second: float
     backend: str
+    eval_history: list[dict] = field(default_factory=list)
+    resumed_from: str | None = None
+    stopped_early: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "train_seconds": round(self.train_seconds, 1),
                 "final_loss": self.final_loss, "trained_tokens": self.trained_tokens,
                 "tokens_per_second": round(self.tokens_per_second, 1), "backend": self.backend,
+                "step_seconds": round(self.train_seconds / max(self.steps, 1), 4),
+                "eval_loss": self.eval_history[-1]["eval_loss"] if self.eval_history else None,
+                "resumed_from": self.resumed_from, "stopped_early": self.stopped_early,
                 "adapter_dir": str(self.adapter_dir)}
 
 
@@ -203,8 +214,12 @@ def _loss_recorder():
 
         def __init__(self):
             self.history: list[dict] = []
+            self.eval_history: list[dict] = []
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "eval_loss" in logs:
+                self.eval_history.append({"step": state.global_step, "epoch": round(state.epoch or 0, 3),
+                                          "eval_loss": round(float(logs["eval_loss"]), 5)})
             if logs and "loss" in logs:
                 self.history.append({"step": state.global_step, "epoch": round(state.epoch or 0, 3),
                                      "loss": round(float(logs["loss"]), 5),
@@ -241,12 +256,63 @@ def _progress_logger(parts: int = 10):
     return ProgressLogger()
 
 
+def _report_to(value: str) -> list[str]:
+    wanted = [v.strip() for v in value.split(",") if v.strip() and v.strip() != "none"]
+    if "tensorboard" in wanted and importlib.util.find_spec("tensorboard") is None:
+        log.warning("report_to includes tensorboard but it is not installed (pip install tensorboard); "
+                    "training goes on without TensorBoard logs.")
+        wanted.remove("tensorboard")
+    return wanted or ["none"]
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest ``checkpoint-N`` folder of a run, if any."""
+    folder = Path(output_dir) / "checkpoints"
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def _fingerprint(cfg: TrainConfig, rows: Sequence[dict]) -> dict[str, Any]:
+    import hashlib
+    h = hashlib.sha256()
+    for r in rows:
+        h.update(bytes(str(r["input_ids"]), "ascii"))
+        h.update(bytes(str(r["labels"]), "ascii"))
+    settings = {k: v for k, v in cfg.to_dict().items()
+                if k not in ("resume", "report_to", "logging_steps", "keep_checkpoints")}
+    return {"settings": settings, "data_sha256": h.hexdigest()}
+
+
+def _resumable(output_dir: Path, cfg: TrainConfig, rows: Sequence[dict]) -> Path | None:
+    """The checkpoint to resume from, only if it was made with the same settings and data;
+    checkpoints from other settings are moved aside (never deleted) and training starts over."""
+    folder = Path(output_dir) / "checkpoints"
+    stamp = folder / "finetuning_fingerprint.json"
+    current = _fingerprint(cfg, rows)
+    last = last_checkpoint(output_dir)
+    if last is not None:
+        import json
+        saved = json.loads(stamp.read_text()) if stamp.is_file() else None
+        if saved == current:
+            return last
+        aside = folder.with_name(f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        folder.rename(aside)
+        log.warning("Checkpoints in %s were made with other settings or data; moved them to %s and "
+                    "starting over.", folder, aside)
+    folder.mkdir(parents=True, exist_ok=True)
+    import json
+    stamp.write_text(json.dumps(current, indent=1))
+    return None
+
+
 def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
-          *, callbacks: Sequence[Any] = (), on_log: Callable[[list[dict]], None] | None = None) -> TrainResult:
+          *, eval_rows: Sequence[dict] | None = None, callbacks: Sequence[Any] = (),
+          on_log: Callable[[list[dict]], None] | None = None) -> TrainResult:
     """Train the LoRA-wrapped ``model`` on tokenized ``rows`` (``input_ids``/``labels``).
 
-    Saves a checkpoint per epoch under ``output_dir/checkpoints`` and the adapter and tokenizer
-    in ``output_dir/adapter``.
+    Saves a checkpoint per epoch (or per ``eval_steps``) under ``output_dir/checkpoints`` and
+    the adapter and tokenizer in ``output_dir/adapter``; resumes from the last checkpoint there
+    when ``cfg.resume``. With ``eval_rows`` it reports validation loss and can stop early.
     """
     import torch
     from datasets import Dataset
@@ -255,7 +321,15 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
 
     output_dir = Path(output_dir)
     backend = getattr(model, "_finetuning_backend", "transformers")
-    dataset = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    def as_dataset(rs):
+        return Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rs])
+
+    dataset = as_dataset(rows)
+    eval_dataset = as_dataset(eval_rows) if eval_rows else None
+    if cfg.early_stopping_patience and eval_dataset is None:
+        raise ValueError("early_stopping_patience is set but there is no validation set: pass "
+                         "eval_rows (e.g. eval_fraction > 0), or set early_stopping_patience=0.")
+    strategy = "steps" if cfg.eval_steps else "epoch"
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     args = SFTConfig(
         output_dir=str(output_dir / "checkpoints"),
@@ -268,10 +342,17 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         weight_decay=cfg.weight_decay,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
-        save_strategy="epoch",
+        save_strategy=strategy,
+        save_steps=cfg.eval_steps or 500,
+        eval_strategy=strategy if eval_dataset is not None else "no",
+        eval_steps=cfg.eval_steps or None,
+        per_device_eval_batch_size=cfg.batch_size,
+        load_best_model_at_end=bool(cfg.early_stopping_patience),
+        metric_for_best_model="eval_loss" if cfg.early_stopping_patience else None,
+        greater_is_better=False if cfg.early_stopping_patience else None,
         save_total_limit=cfg.keep_checkpoints or None,
         save_only_model=False,
-        report_to="none",
+        report_to=_report_to(cfg.report_to),
         seed=cfg.seed,
         data_seed=cfg.seed,
         max_length=cfg.max_seq_length,
@@ -292,15 +373,31 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
                 if logs and "loss" in logs:
                     on_log(recorder.history)
         cbs.append(_Forward())
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=cbs + [_progress_logger()])
+    if cfg.early_stopping_patience:
+        from transformers import EarlyStoppingCallback
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience,
+                                         early_stopping_threshold=cfg.early_stopping_threshold))
+    # TensorBoard's callback reads its folder from the environment when it is created
+    saved_env = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "tensorboard")
+    try:
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                             processing_class=tokenizer, callbacks=cbs + [_progress_logger()])
+    finally:
+        if saved_env is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = saved_env
     # our progress lines and the live plot replace the per-step dict printing and tqdm bars
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     model.train()
     t0 = time.time()
-    out = trainer.train()
+    resume_from = _resumable(output_dir, cfg, rows) if cfg.resume else None
+    if resume_from:
+        log.info("Resuming from %s", resume_from)
+    out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
     model.eval()
     adapter_dir = output_dir / "adapter"
@@ -315,4 +412,7 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
     return TrainResult(output_dir=output_dir, adapter_dir=adapter_dir,
                        loss_history=recorder.history, steps=out.global_step, train_seconds=seconds,
                        final_loss=final, trained_tokens=trained,
-                       tokens_per_second=tokens / max(seconds, 1e-9), backend=backend)
+                       tokens_per_second=tokens / max(seconds, 1e-9), backend=backend,
+                       eval_history=recorder.eval_history,
+                       resumed_from=str(resume_from) if resume_from else None,
+                       stopped_early=out.global_step < trainer.state.max_steps)
