@@ -52,6 +52,7 @@ class TrainConfig:
     early_stopping_patience: int = field(default=0, metadata={"help": "stop after N evaluations without improvement (0: off)"})
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "smallest eval-loss drop that counts as improvement"})
     resume: bool = field(default=True, metadata={"help": "continue from the last checkpoint in the run folder if there is one"})
+    padding_free: bool | None = field(default=None, metadata={"help": "concatenate each batch into one sequence with no padding (position_ids mark where examples start); False pads to the longest; None: see auto_padding_free"})
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard, none, or any transformers report_to value (comma-separated)"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load base weights in 4 bits (GPU only)"})
     backend: str = field(default="auto", metadata={"help": "auto, unsloth or transformers"})
@@ -195,6 +196,7 @@ class TrainResult:
     eval_history: list[dict] = field(default_factory=list)
     resumed_from: str | None = None
     stopped_early: bool = False
+    real_token_share: float = 1.0   # real tokens / tokens the model processed (padding included)
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "train_seconds": round(self.train_seconds, 1),
@@ -203,6 +205,7 @@ class TrainResult:
                 "step_seconds": round(self.train_seconds / max(self.steps, 1), 4),
                 "eval_loss": self.eval_history[-1]["eval_loss"] if self.eval_history else None,
                 "resumed_from": self.resumed_from, "stopped_early": self.stopped_early,
+                "real_token_share": round(self.real_token_share, 4),
                 "adapter_dir": str(self.adapter_dir)}
 
 
@@ -270,6 +273,39 @@ def last_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     folder = Path(output_dir) / "checkpoints"
     found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def auto_padding_free(backend: str, model_type: str) -> bool:
+    """Whether padding-free batches are on by default. Measured on the stand-ins
+    (tests/test_train.py): with the transformers backend, Qwen2 and Qwen3 give exactly the padded
+    loss; GPT-OSS (eager attention with sinks) lets packed sequences see each other, so it pads.
+    Unsloth is left to pad until its packed path is verified on a GPU."""
+    return backend == "transformers" and model_type in ("qwen2", "qwen3", "qwen3_moe")
+
+
+def prepare_for_training(model) -> None:
+    """No KV cache while training: with a cache, transformers does not detect packed
+    (padding-free) sequences and lets them attend to each other."""
+    model.config.use_cache = False
+    base = getattr(model, "get_base_model", lambda: model)()
+    base.config.use_cache = False
+
+
+def _collator(pad_token_id: int, padding_free: bool):
+    """TRL's collator (labels used as given), counting the real and the processed tokens."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    class CountingCollator(DataCollatorForLanguageModeling):
+        real_tokens: int = 0
+        processed_tokens: int = 0
+
+        def torch_call(self, examples):
+            out = super().torch_call(examples)
+            self.real_tokens += sum(len(e["input_ids"]) for e in examples)
+            self.processed_tokens += out["input_ids"].numel()
+            return out
+
+    return CountingCollator(pad_token_id=pad_token_id, padding_free=padding_free)
 
 
 def _fingerprint(cfg: TrainConfig, rows: Sequence[dict]) -> dict[str, Any]:
@@ -377,12 +413,19 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         from transformers import EarlyStoppingCallback
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience,
                                          early_stopping_threshold=cfg.early_stopping_threshold))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    family = getattr(getattr(model, "config", None), "model_type", "")
+    padding_free = cfg.padding_free if cfg.padding_free is not None else auto_padding_free(backend, family)
+    collator = _collator(tokenizer.pad_token_id, padding_free)
+    prepare_for_training(model)
     # TensorBoard's callback reads its folder from the environment when it is created
     saved_env = os.environ.get("TENSORBOARD_LOGGING_DIR")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "tensorboard")
     try:
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
-                             processing_class=tokenizer, callbacks=cbs + [_progress_logger()])
+                             processing_class=tokenizer, data_collator=collator,
+                             callbacks=cbs + [_progress_logger()])
     finally:
         if saved_env is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
@@ -400,6 +443,8 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
     model.eval()
+    model.config.use_cache = True
+    getattr(model, "get_base_model", lambda: model)().config.use_cache = True
     adapter_dir = output_dir / "adapter"
     model.save_pretrained(str(adapter_dir))
     tokenizer.save_pretrained(str(adapter_dir))
@@ -415,4 +460,5 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
                        tokens_per_second=tokens / max(seconds, 1e-9), backend=backend,
                        eval_history=recorder.eval_history,
                        resumed_from=str(resume_from) if resume_from else None,
+                       real_token_share=collator.real_tokens / max(collator.processed_tokens, 1),
                        stopped_early=out.global_step < trainer.state.max_steps)

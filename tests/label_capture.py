@@ -12,7 +12,7 @@ import json
 import sys
 
 
-def capture(backend: str, family: str, model_dir: str, out_dir: str) -> dict:
+def capture(backend: str, family: str, model_dir: str, out_dir: str, padding_free: bool | None = True) -> dict:
     if backend == "unsloth":
         import unsloth  # noqa: F401  (before transformers)
     import torch
@@ -22,7 +22,8 @@ def capture(backend: str, family: str, model_dir: str, out_dir: str) -> dict:
 
     choice = models.choose(model_dir)
     cfg = resolve_config(choice.profile, epochs=2, batch_size=2, grad_accum=1, learning_rate=1e-2,
-                         logging_steps=1, backend=backend, max_seq_length=256)
+                         logging_steps=1, backend=backend, max_seq_length=256,
+                         padding_free=padding_free, report_to="none")
     model, tok = load_model(choice, backend=backend)
     convs = []
     for i in range(6):
@@ -39,12 +40,17 @@ def capture(backend: str, family: str, model_dir: str, out_dir: str) -> dict:
 
     def hook(module, args, kwargs):
         if "labels" in kwargs and kwargs["labels"] is not None and module.training:
-            seen.append((kwargs["input_ids"].detach().cpu().tolist(),
-                         kwargs["labels"].detach().cpu().tolist(),
-                         kwargs.get("attention_mask").detach().cpu().tolist()
-                         if kwargs.get("attention_mask") is not None else None))
+            ids = kwargs["input_ids"].detach().cpu().tolist()
+            labels = kwargs["labels"].detach().cpu().tolist()
+            if kwargs.get("attention_mask") is not None:
+                seen.append((ids, labels, kwargs["attention_mask"].detach().cpu().tolist()))
+            else:  # padding-free: one row, examples start where position_ids restart at 0
+                pos = kwargs["position_ids"].detach().cpu().tolist()[0]
+                starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
+                split = [(ids[0][a:b], labels[0][a:b]) for a, b in zip(starts, starts[1:])]
+                seen.append(([s[0] for s in split], [s[1] for s in split], [[1] * len(s[0]) for s in split]))
     handle = model.register_forward_pre_hook(hook, with_kwargs=True)
-    train(model, tok, rows, cfg, out_dir)
+    result = train(model, tok, rows, cfg, out_dir)
     handle.remove()
 
     by_ids = {tuple(r["input_ids"]): r["labels"] for r in rows}
@@ -63,8 +69,9 @@ def capture(backend: str, family: str, model_dir: str, out_dir: str) -> dict:
     n_lora = sum(1 for k in before if "lora_" in k)
     return {"backend": getattr(model, "_finetuning_backend", backend), "sequences_checked": checked,
             "mismatched": mismatched, "lora_params": n_lora, "lora_changed": len(lora_changed),
-            "base_changed": base_changed}
+            "base_changed": base_changed, "real_token_share": result.real_token_share}
 
 
 if __name__ == "__main__":
-    print(json.dumps(capture(*sys.argv[1:5])))
+    mode = {"padded": False, "free": True}.get(sys.argv[5] if len(sys.argv) > 5 else "", None)
+    print(json.dumps(capture(*sys.argv[1:5], padding_free=mode)))

@@ -15,8 +15,13 @@ from label_capture import capture  # noqa: E402
 
 
 @pytest.mark.parametrize("family", ["qwen2.5", "qwen3", "gpt-oss"])
-def test_transformers_backend_trains_exactly_our_labels(random_standin, tmp_path, family):
-    out = capture("transformers", family, str(random_standin(family)), str(tmp_path))
+@pytest.mark.parametrize("padding_free", [True, False], ids=["padding-free", "padded"])
+def test_transformers_backend_trains_exactly_our_labels(random_standin, tmp_path, family, padding_free):
+    out = capture("transformers", family, str(random_standin(family)), str(tmp_path), padding_free)
+    if padding_free:
+        assert out["real_token_share"] == 1.0
+    else:
+        assert 0.5 < out["real_token_share"] < 1.0
     assert out["backend"] == "transformers"
     assert out["sequences_checked"] >= 6 and out["mismatched"] == 0
     assert out["lora_params"] > 0 and out["lora_changed"] == out["lora_params"]
@@ -49,3 +54,31 @@ def test_backend_selection():
     assert train_mod.select_backend("transformers") == "transformers"
     with pytest.raises(ValueError, match="backend='tpu'"):
         train_mod.select_backend("tpu")
+
+
+@pytest.mark.parametrize("family", ["qwen2.5", "qwen3", "gpt-oss"])
+def test_padding_free_batches_give_the_same_loss_as_padded(random_standin, family):
+    """Packed sequences must not attend to each other: the loss of a padding-free batch equals
+    the loss of the same examples padded. Where it does not (GPT-OSS's eager attention), padding
+    free must be off by default."""
+    import torch
+
+    from helpers import models, templates
+    choice = models.choose(str(random_standin(family)))
+    model, tok = train_mod.load_model(choice, backend="transformers")
+    convs = [[{"role": "user", "content": "Short?"}, {"role": "assistant", "content": "Yes."}],
+             [{"role": "user", "content": "A longer question about bread and ovens?"},
+              {"role": "assistant", "content": "Bread bakes in a hot oven for forty minutes or so."}]]
+    rows, _ = templates.tokenize_dataset(tok, convs, max_seq_length=512, model=family,
+                                         **choice.profile.template_kwargs)
+    train_mod.prepare_for_training(model)  # what train() does before training
+    losses = {}
+    for free in (True, False):
+        batch = train_mod._collator(tok.pad_token_id, free)(rows)
+        batch = {k: v for k, v in batch.items() if k in ("input_ids", "labels", "attention_mask", "position_ids")}
+        with torch.no_grad():
+            losses[free] = model(**batch).loss.item()
+    same = losses[True] == pytest.approx(losses[False], rel=1e-5)
+    model_type = model.config.model_type
+    assert same == train_mod.auto_padding_free("transformers", model_type), (model_type, losses)
+    assert same or family == "gpt-oss"
