@@ -1,0 +1,82 @@
+"""What book loading costs over bare text extraction: PyMuPDF's page.get_text() on every page
+against helpers.pdf.load_passages (extraction + cleaning + front/back matter + chunking) on the
+same ~300-page PDF, side by side in one run. Prints both times (best of several runs, the two
+run back to back each time), the ratio (best/best, and the median of the back-to-back pairs,
+which is steadier on a busy machine) and pages per second.
+
+    .venv/bin/python bench/pdf_bench.py [--pages 300] [--repeat 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import pymupdf
+
+from helpers import pdf
+
+
+def big_source(target_pages: int) -> str:
+    """The sample book with its chapters repeated (renumbered) until about target_pages."""
+    text = pdf.SAMPLE_BOOK.read_text(encoding="utf-8")
+    head, first = text.split("\n# Chapter 1:", 1)
+    chapters = re.split(r"\n# Chapter \d+: ", "\n# Chapter 1: " + first)[1:]
+    per_round = 17                       # body pages the sample's six chapters take
+    rounds = max(1, round(target_pages / per_round))
+    out, n = [head], 0
+    for r in range(rounds):
+        for chapter in chapters:
+            n += 1
+            title, body = chapter.split("\n", 1)
+            out.append(f"\n# Chapter {n}: {title} ({r + 1})\n{body}")
+    return "".join(out)
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pages", type=int, default=300, help="about how many pages (300)")
+    ap.add_argument("--repeat", type=int, default=9, help="timed runs of each (9)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        path = pdf.make_sample_pdf(Path(tmp) / "big_book.pdf", source=big_source(args.pages))
+        made = time.perf_counter() - t0
+        with pymupdf.open(path) as doc:
+            pages = doc.page_count
+        print(f"{path.name}: {pages} pages, {path.stat().st_size / 1e6:.1f} MB "
+              f"(made in {made:.1f} s)\n")
+
+        def bare():
+            with pymupdf.open(path) as doc:
+                return [page.get_text() for page in doc]
+
+        def loader():
+            return pdf.load_passages(path)
+
+        bare(), loader()                 # warm-up: imports, file cache
+        pairs = [(timed(bare), timed(loader)) for _ in range(args.repeat)]   # back to back
+        t_bare = min(tb for tb, _ in pairs)
+        t_load = min(tl for _, tl in pairs)
+        ratios = sorted(tl / tb for tb, tl in pairs)
+        words = sum(len(t.split()) for t in bare())
+        passages = loader()
+        print(f"{'':28} {'seconds':>8} {'pages/s':>8}   (best of {args.repeat})")
+        print(f"{'page.get_text() (bare)':28} {t_bare:8.3f} {pages / t_bare:8.0f}")
+        print(f"{'load_passages':28} {t_load:8.3f} {pages / t_load:8.0f}")
+        print(f"\nload_passages / bare: {t_load / t_bare:.2f}x best/best, "
+              f"{ratios[len(ratios) // 2]:.2f}x median of back-to-back pairs "
+              f"({words} words extracted, {len(passages)} passages)")
+
+
+if __name__ == "__main__":
+    main()
