@@ -140,11 +140,13 @@ class FineTuneRun:
         if not hasattr(self.model, "peft_config"):
             self.add_lora()
         live = plots.LiveLossPlot(f"{self.profile.display_name}: training loss") if live_plot else None
-        with self.record.phase("train"):
-            self.result = train(self.model, self.tokenizer, self.rows, self.cfg, self.output_dir,
-                                on_log=live)
-        if live:
-            live.close()
+        try:
+            with self.record.phase("train"):
+                self.result = train(self.model, self.tokenizer, self.rows, self.cfg, self.output_dir,
+                                    on_log=live)
+        finally:
+            if live:
+                live.close()
         plots.save_loss_plot(self.result.loss_history, self.output_dir / "loss.png",
                              f"{self.profile.display_name}: training loss")
         self.record.update("train", self.result.summary())
@@ -167,14 +169,53 @@ class FineTuneRun:
 
     def free(self) -> None:
         """Drop the model and free its memory."""
+        from helpers import memory
         self.model = None
         gc.collect()
-        try:
-            import torch
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        memory.free_memory()
+
+    def use(self, choice: models.ModelChoice, cfg) -> None:
+        """Switch to another model/configuration (a fallback rung): drops the model, tokenizer
+        and tokenized rows, and records the new settings in run.json."""
+        self.free()
+        self.tokenizer, self.rows, self.result = None, [], None
+        self.choice, self.cfg = choice, cfg
+        self.record.update("model", {"requested": choice.requested.name, "profile": choice.profile.name,
+                                     "family": choice.family, "smoke": choice.smoke,
+                                     "described": choice.describe()})
+        self.record.update("train_config", cfg.to_dict())
+
+    def train_with_fallback(self, probes: Sequence[dict] = (), questions: Sequence[str] = (), *,
+                            automatic: bool = True, on_step=None, live_plot: bool = True,
+                            min_seq_length: int | None = None):
+        """Load, ask the base model, train and evaluate; on out-of-memory at any of these (loading
+        included), go down :func:`helpers.memory.ladder`: shorter sequences, batch 1, lighter
+        models. Returns :class:`helpers.memory.FallbackResult`."""
+        from helpers import memory
+
+        def attempt(rung):
+            self.use(rung.choice, rung.cfg)
+            with memory.stage("load"):
+                self.load_model()
+            with memory.stage("evaluate base"):
+                if questions:
+                    self.ask(list(questions), label="base_question")
+                if probes:
+                    self.fact_recall(probes, label="base")
+            with memory.stage("train"):
+                self.tokenize()
+                self.add_lora()
+                result = self.train(live_plot=live_plot)
+            with memory.stage("evaluate"):
+                if questions:
+                    self.ask(list(questions), label="tuned_question")
+                if probes:
+                    self.fact_recall(probes, label="tuned")
+            return result
+
+        return memory.run_with_fallback(self.choice, self.cfg, attempt, automatic=automatic,
+                                        on_step=on_step, record=self.record, cleanup=self.free,
+                                        min_seq_length=min_seq_length)
 
 
 def before_after_table(questions: Sequence[str], before: Sequence[str], after: Sequence[str],
@@ -211,6 +252,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--skip-original", action="store_true", help="do not ask the base model")
     g.add_argument("--skip-training", action="store_true",
                    help="do not train: load the adapter already in --output and ask it")
+    g.add_argument("--no-fallback", action="store_true",
+                   help="on out-of-memory, stop and print the settings to try instead of stepping down")
     t = p.add_argument_group("training (default: the model profile's)")
     t.add_argument("--backend", default=None, choices=("auto", "unsloth", "transformers"))
     t.add_argument("--epochs", type=float, default=None, help="passes over the data")
@@ -240,26 +283,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         probes = data_mod.load_probes(args.probes) if args.probes else []
         questions = args.question or dataset.prompts()[:3]
         adapter = run.output_dir / "adapter"
-        if args.skip_training and not (adapter / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"--skip-training needs a trained adapter in {adapter}; run "
-                                    "once without --skip-training first.")
-        run.load_model(adapter=adapter if args.skip_training else None)
         before = None
-        if not args.skip_original and not args.skip_training:
-            before = run.ask(questions, label="base")
+        if args.skip_training:
+            if not (adapter / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"--skip-training needs a trained adapter in {adapter}; run "
+                                        "once without --skip-training first.")
+            run.load_model(adapter=adapter)
+            after = run.ask(questions, label="tuned_question")
             if probes:
-                run.fact_recall(probes, label="base")
-        if not args.skip_training:
+                run.fact_recall(probes, label="tuned")
+        else:
+            from helpers import memory
             run.load_data(args.data)
-            stats = run.tokenize()
+            ask_base = not args.skip_original
+            outcome = run.train_with_fallback(
+                probes if ask_base else (), questions if ask_base else (),
+                automatic=not args.no_fallback, live_plot=False,
+                on_step=lambda e: print(memory.format_event(e)))
+            result = outcome.result
+            stats = run.record.data["data"]
             print(f"Mask check: {stats['trained_tokens']} of {stats['tokens']} tokens trained "
                   f"({stats['trained_share']:.1%})")
-            result = run.train(live_plot=False)
             print(f"Trained {result.steps} steps in {result.train_seconds:.0f} s, final loss "
                   f"{result.final_loss:.4f}; adapter saved in {result.adapter_dir}")
-        after = run.ask(questions, label="tuned")
-        if probes:
-            run.fact_recall(probes, label="tuned")
+            if ask_base:
+                before, after = run.answers["base_question"], run.answers["tuned_question"]
+            else:
+                after = run.ask(questions, label="tuned_question")
+                if probes:
+                    run.fact_recall(probes, label="tuned")
         for i, q in enumerate(questions):
             print(f"\nQ: {q}")
             if before is not None:
@@ -272,6 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (models.UnknownModelError, models.GPURequiredError, data_mod.DataError,
             FileNotFoundError, TypeError, ImportError, templates.MaskingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  (out-of-memory ladder exhausted or stopped)
+        from helpers.memory import FallbackError
+        if not isinstance(e, FallbackError):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -122,6 +122,9 @@ def load_model(choice: ModelChoice, *, backend: str = "auto", adapter=None,
     four_bit = profile.load_in_4bit if load_in_4bit is None else load_in_4bit
     from helpers.models import cuda_available
     four_bit = four_bit and cuda_available()
+    from helpers import memory  # local: memory imports this module
+    memory.preload_check(choice, four_bit)  # logs a warning, naming what to change, when it won't fit
+    before = memory.memory_snapshot()
     source = choice.source()
     max_len = max_seq_length or profile.max_seq_length
     t0 = time.time()
@@ -151,7 +154,8 @@ def load_model(choice: ModelChoice, *, backend: str = "auto", adapter=None,
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
-    log.info("Loaded %s with %s in %.1f s", source, backend, time.time() - t0)
+    log.info("Loaded %s with %s in %.1f s; %s", source, backend, time.time() - t0,
+             memory.format_snapshot(memory.memory_snapshot(), before))
     model._finetuning_backend = backend
     return model, tokenizer
 

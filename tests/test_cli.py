@@ -58,7 +58,7 @@ def test_train_then_reuse_the_adapter(small_data, random_standin, tmp_path, caps
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "finished" and record["train"]["steps"] == 2
     assert record["loss_history"] and record["data"]["trained_tokens"] > 0
-    assert {"load_model", "train", "generate_tuned"} <= set(record["phases"])
+    assert {"load_model", "train", "generate_tuned_question"} <= set(record["phases"])
     assert (out / "loss.png").is_file() and (out / "adapter" / "adapter_config.json").is_file()
 
     rc = finetune.main(["--data", str(small_data), "--model", model, "--output", str(out),
@@ -66,3 +66,34 @@ def test_train_then_reuse_the_adapter(small_data, random_standin, tmp_path, caps
     assert rc == 0
     text = capsys.readouterr().out
     assert "tuned:" in text and "base :" not in text
+
+
+def test_out_of_memory_in_training_steps_down_and_is_recorded(small_data, random_standin, tmp_path, capsys, monkeypatch):
+    """Simulated out-of-memory on the first training attempt: the run steps down the ladder,
+    finishes, and run.json says what happened."""
+    import torch
+
+    from helpers import finetune as ft
+    real_train = ft.FineTuneRun.train
+    calls = []
+
+    def flaky(self, **kw):
+        calls.append((self.cfg.max_seq_length, self.cfg.batch_size, self.cfg.grad_accum))
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_train(self, **kw)
+
+    monkeypatch.setattr(ft.FineTuneRun, "train", flaky)
+    out = tmp_path / "run"
+    rc = finetune.main(["--data", str(small_data), "--model", str(random_standin("qwen3")),
+                        "--output", str(out), "--epochs", "1", "--max-seq-length", "256",
+                        "--batch-size", "4"])
+    assert rc == 0, capsys.readouterr().err
+    assert len(calls) == 2 and calls[0] == (256, 4, 1)
+    # the next rung: this model's shortest sequence is already 256, so batch 1 x 4 steps
+    assert calls[1] == (256, 1, 4)
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished"
+    events = record["fallbacks"]
+    assert events[0]["stage"] == "train" and "out of memory" in events[0]["error"].lower()
+    assert record["train_config"]["batch_size"] == 1
