@@ -111,3 +111,9 @@ def files_table(folder: str | os.PathLike, skip: tuple[str, ...] = ("checkpoints
             size = sum(f.stat().st_size for f in sub.rglob("*") if f.is_file())
             rows.append({"file": f"{name}/ ({n} checkpoints)", "kB": round(size / 1024, 1)})
     return pd.DataFrame(rows).set_index("file")
+
+
+def table(rows):
+    """A list of dicts as a table."""
+    import pandas as pd
+    return pd.DataFrame(list(rows))

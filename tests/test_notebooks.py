@@ -55,3 +55,30 @@ def test_mariya_notebook_in_smoke_mode_learns_the_facts(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no loss plot in the report"
     assert any("text/html" in o.get("data", {}) for o in outputs), "no tables in the report"
+
+
+DATAPREP = ROOT / "NoteBooks" / "JordanPeterson" / "JordanPeterson_DataPrep.ipynb"
+
+
+def test_dataprep_notebook_on_the_sample_book_and_its_cache(tmp_path):
+    data_dir = tmp_path / "data"
+    params = {"smoke": True, "qa_source": "rule", "sample_book": True, "output_dir": str(data_dir)}
+    out = notebooks.execute(DATAPREP, tmp_path / "dataprep.ipynb", params, progress=False)
+    v2 = [json.loads(line) for line in (data_dir / "v2_train.jsonl").read_text().splitlines()]
+    v1 = (data_dir / "v1_train.jsonl").read_text().splitlines()
+    heldout = json.loads((data_dir / "heldout.json").read_text())
+    assert len(v2) == 2 * len(v1) > 0 and heldout["heldout"]
+    assert all(c["messages"][0]["role"] == "system" and "Peterson" in c["messages"][0]["content"] for c in v2)
+    held_text = {p["text"] for p in heldout["heldout"]}
+    assert not held_text & {c["messages"][-1]["content"] for c in v2}, "held-out text in training"
+    cache = [json.loads(line) for line in (data_dir / "questions.jsonl").read_text().splitlines()]
+    assert {r["source"] for r in cache} == {"rule"}
+    nb = json.loads(out.read_text())
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "SAMPLE BOOK" in text and "title page" in text
+    assert sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", [])) == 1
+    # a rerun asks for nothing: every passage comes from the cache
+    notebooks.execute(DATAPREP, tmp_path / "again.ipynb", params, progress=False)
+    again = json.loads((tmp_path / "again.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in again["cells"] for o in c.get("outputs", []))
+    assert "0 asked" in text and len((data_dir / "questions.jsonl").read_text().splitlines()) == len(cache)

@@ -1,0 +1,131 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Jordan Peterson: books to training data
+#
+# This notebook turns the persona's books into the training sets the fine-tuning notebooks use:
+# clean passages (running headers, page numbers and front matter removed), whole chapters held
+# out for evaluation, synthetic questions for each passage (Claude Haiku by default; cached, so
+# nothing is ever paid for twice), and the V1 (passage completion) and V2 (question -> passage,
+# verbatim) sets with a token-length report.
+#
+# Settings come from `persona.toml` beside this notebook; the parameters below override them
+# (`None` keeps the config's value). Without books in the persona's folder it runs on the
+# project's own sample book; without an API key use `qa_source="rule"` (labelled as such).
+
+# %% tags=["parameters"]
+persona_dir: str = "NoteBooks/JordanPeterson"  # persona folder holding persona.toml (relative to the project root)
+books: str = None  # folder of the persona's books (None: persona.toml's)
+sample_book: bool = None  # True: the project's sample book; None: only when the books folder is empty
+qa_source: str = None  # anthropic, local or rule (None: persona.toml's)
+questions_per_passage: int = None  # synthetic questions per passage (None: persona.toml's)
+budget_usd: float = None  # stop question generation before spending more (None: no cap)
+concurrency: int = None  # API requests in flight (None: persona.toml's)
+words: int = None  # passage length in words (None: persona.toml's)
+overlap: int = None  # words shared by consecutive passages (None: persona.toml's)
+min_words: int = None  # shorter passages are dropped (None: persona.toml's)
+heldout_fraction: float = None  # share of passages held out as whole chapters (None: persona.toml's)
+model: str = "qwen3-14b"  # the model whose tokenizer measures lengths (and that asks when qa_source is local)
+smoke: bool = None  # True: stand-in tokenizer/model; None: read FINETUNING_SMOKE
+output_dir: str = None  # folder for the cache and training sets (None: qa_dataset/<Persona>)
+
+# %% [markdown]
+# ## Setup
+
+# %%
+from helpers import dataprep, notebook, pdf, persona as personas, qa, recipes
+
+notebook.setup()
+persona = personas.load(persona_dir, books=books, qa_source=qa_source,
+                        questions_per_passage=questions_per_passage, budget_usd=budget_usd,
+                        concurrency=concurrency, words=words, overlap=overlap, min_words=min_words,
+                        heldout_fraction=heldout_fraction)
+out_folder = notebook.path(output_dir) or persona.dataset_dir
+dataprep.settings_table(persona, output_folder=str(out_folder))
+
+# %% [markdown]
+# ## Books
+# What was read, page by page, and what was left out and why.
+
+# %%
+folder, is_sample = dataprep.books_folder(persona, sample_book=sample_book)
+corpus = pdf.load_corpus(folder, words=persona.data.words, overlap=persona.data.overlap,
+                         min_words=persona.data.min_words)
+print(("SAMPLE BOOK: " if is_sample else "") + corpus.summary())
+notebook.table(corpus.report())
+
+# %%
+dataprep.skipped_table(corpus)
+
+# %% [markdown]
+# ## Passages
+
+# %%
+dataprep.passage_histogram(corpus.passages, persona.data.words)
+
+# %%
+dataprep.passages_table(corpus.passages)
+
+# %% [markdown]
+# ## Held out for evaluation
+# Whole chapters (or page ranges) are set aside before any question is generated; the
+# passages beside them are dropped too, since neighbours overlap.
+
+# %%
+split = recipes.heldout_split(corpus.passages, persona.data.heldout_fraction)
+print(f"{len(split.train)} passages for training, {len(split.heldout)} held out in {len(split.regions)} regions")
+dataprep.regions_table(split)
+
+# %% [markdown]
+# ## Questions
+# First what it would cost (nothing is spent for passages already in the cache), then the run.
+
+# %%
+cache_path = out_folder / "questions.jsonl"
+estimate = qa.estimate(split.train, persona.data.questions_per_passage, persona.data.qa_model,
+                       cached=cache_path)
+print(estimate if persona.data.qa_source == "anthropic" else
+      f"qa_source={persona.data.qa_source!r}: no API cost ({estimate.requests} passages to ask)")
+
+# %%
+result = qa.generate_questions(
+    split.train, cache_path, n=persona.data.questions_per_passage, model=persona.data.qa_model,
+    concurrency=persona.data.concurrency, budget_usd=persona.data.budget_usd,
+    source=persona.data.qa_source,
+    local_model=dataprep.local_question_model(persona.data.qa_source, model, smoke))
+print(result.summary())
+
+# %% [markdown]
+# ## Sample question/answer pairs
+# Every answer is its passage, verbatim (checked here).
+
+# %%
+qa.verify_verbatim(result.records, split.train)
+dataprep.qa_pairs_table(result.records)
+
+# %% [markdown]
+# ## Training sets
+
+# %%
+sets = dataprep.write_sets(persona, split, result.records, out_folder)
+sets.table()
+
+# %% [markdown]
+# ## Token lengths
+# Percentiles per set with the tokenizer of the model to be trained, the `max_seq_length` they
+# suggest and how many examples that length would truncate.
+
+# %%
+tokenizer, choice = dataprep.load_tokenizer(model, smoke)
+print(f"Tokenizer: {choice.describe()}")
+dataprep.length_reports(sets, tokenizer, choice.profile.template_kwargs)
