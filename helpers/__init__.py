@@ -5,6 +5,13 @@ One noun per module:
 - ``models``     the model registry, smoke mode and model loading
 - ``standins``   tiny offline stand-in models of each family
 - ``data``       loading and validating prompt/completion and chat JSONL
+- ``passage``    a passage of a book (text, pages, chapter, sha256)
+- ``pdf``        books to cleaned, overlapping passages
+- ``qa``         synthetic questions per passage (cached, concurrent, resumable)
+- ``recipes``    V1/V2 training sets, held-out chapters, dedupe, length reports
+- ``persona``    ``NoteBooks/<Persona>/persona.toml``
+- ``dataprep``   the data-preparation steps of a persona
+- ``memory``     free-memory checks and the out-of-memory fallback ladder
 - ``templates``  chat rendering and response-only loss masks
 - ``train``      LoRA training with Unsloth or transformers + PEFT + TRL
 - ``generate``   batched answers from a base model or base + adapter
