@@ -91,7 +91,9 @@ SPECS: dict[str, StandinSpec] = {
                         "<|channel|>", "<|start|>", "<|end|>", "<|message|>", "<|call|>"),
         added_tokens=(), eos_token="<|return|>", pad_token="<|endoftext|>",
         bos_token="<|startoftext|>", stop_tokens=("<|return|>", "<|end|>", "<|call|>"),
+        # max_position_embeddings as the real model's, so that its YaRN rope settings agree
         config=dict(_COMMON, head_dim=32, intermediate_size=160, num_local_experts=4,
+                    max_position_embeddings=131072,
                     num_experts_per_tok=2, sliding_window=64,
                     layer_types=["sliding_attention", "full_attention"] * 2,
                     tie_word_embeddings=False, router_aux_loss_coef=0.0,
