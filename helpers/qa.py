@@ -417,8 +417,12 @@ def default_cache_path(name: str = "questions") -> Path:
 def _progress_bar(total: int, enabled: bool, desc: str):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="passage")
+    import sys
+
+    from tqdm.std import tqdm
+    # a text bar, not a widget: it updates live in a terminal and in JupyterLab, and a saved
+    # (papermill/nbconvert) notebook shows its final state instead of a dead widget
+    return tqdm(total=total, desc=desc, unit="passage", file=sys.stdout, mininterval=2.0, ncols=100)
 
 
 # -- the entry point --------------------------------------------------------------------------
