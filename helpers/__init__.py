@@ -12,6 +12,8 @@ One noun per module:
 - ``persona``    ``NoteBooks/<Persona>/persona.toml``
 - ``dataprep``   the data-preparation steps of a persona
 - ``memory``     free-memory checks and the out-of-memory fallback ladder
+- ``autoconfig`` memory settings chosen from free memory and token lengths, with reasons
+- ``export``     adapter, merged 16-bit and GGUF exports, each reloaded and checked
 - ``templates``  chat rendering and response-only loss masks
 - ``train``      LoRA training with Unsloth or transformers + PEFT + TRL
 - ``generate``   batched answers from a base model or base + adapter

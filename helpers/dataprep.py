@@ -160,3 +160,45 @@ def length_reports(sets: TrainingSets, tokenizer, template_kwargs: dict | None =
         if convs:
             rows.append({"set": name, **recipes.length_report(tokenizer, convs, **(template_kwargs or {}))})
     return pd.DataFrame(rows).set_index("set")
+
+
+def prepare(persona: Persona, *, sample_book: bool | None = None, model: str = "qwen3-14b",
+            smoke: bool | None = None, folder: str | os.PathLike | None = None,
+            progress: bool = True) -> TrainingSets:
+    """The whole data stage in one call (what a fine-tuning notebook runs when the persona's
+    training sets are not there yet): books -> passages -> held-out split -> questions (from the
+    cache when present; nothing is asked twice) -> V1/V2 sets."""
+    from helpers import pdf, qa
+    folder = Path(folder) if folder else persona.dataset_dir
+    books, is_sample = books_folder(persona, sample_book=sample_book)
+    d = persona.data
+    corpus = pdf.load_corpus(books, words=d.words, overlap=d.overlap, min_words=d.min_words)
+    split = recipes.heldout_split(corpus.passages, d.heldout_fraction)
+    result = qa.generate_questions(
+        split.train, folder / "questions.jsonl", n=d.questions_per_passage, model=d.qa_model,
+        concurrency=d.concurrency, budget_usd=d.budget_usd, source=d.qa_source,
+        local_model=local_question_model(d.qa_source, model, smoke), progress=progress)
+    if not result.complete:
+        log.warning("Questions are incomplete (%s); the V2 set covers only the passages done. "
+                    "Rerun to finish them.", result.summary().splitlines()[0])
+    qa.verify_verbatim(result.records, split.train)
+    sets = write_sets(persona, split, result.records, folder)
+    log.info("Training sets in %s (%s%s)", folder, ", ".join(f"{k} {v}" for k, v in sets.counts.items()),
+             "; from the sample book" if is_sample else "")
+    return sets
+
+
+def training_sets(persona: Persona, recipe: str, *, folder: str | os.PathLike | None = None,
+                  **prepare_kwargs) -> TrainingSets:
+    """The persona's training sets: reused when ``<folder>/<recipe>_train.jsonl`` exists, else
+    made by :func:`prepare`."""
+    if recipe not in ("v1", "v2"):
+        raise ValueError(f"recipe={recipe!r}: use 'v1' (passage completion) or 'v2' (synthetic Q&A).")
+    folder = Path(folder) if folder else persona.dataset_dir
+    files = {k: folder / f"{k}_train.jsonl" for k in ("v1", "v2")}
+    files["heldout"] = folder / "heldout.json"
+    if all(p.is_file() for p in files.values()):
+        log.info("Reusing the training sets in %s (delete them to rebuild)", folder)
+        counts = {k: len(p.read_text().splitlines()) for k, p in files.items() if k != "heldout"}
+        return TrainingSets(folder, files, counts)
+    return prepare(persona, folder=folder, **prepare_kwargs)

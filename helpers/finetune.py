@@ -100,9 +100,13 @@ class FineTuneRun:
         return answers
 
     # -- data ----------------------------------------------------------------------------
-    def load_data(self, path: str) -> data_mod.Dataset:
+    def load_data(self, path: str, *, allow_duplicates: bool = False) -> data_mod.Dataset:
+        """Load and validate the training data. ``allow_duplicates`` for sets where one prompt
+        legitimately has several answers (V1's rotating prompts, V2 questions asked of several
+        passages)."""
         with self.record.phase("load_data"):
-            self.dataset = data_mod.load(path, system_prompt=self.system_prompt)
+            self.dataset = data_mod.load(path, system_prompt=self.system_prompt,
+                                         allow_duplicates=allow_duplicates)
         self.record.update("data", {"path": str(path), "examples": len(self.dataset),
                                     "format": self.dataset.format})
         return self.dataset

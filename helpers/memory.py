@@ -47,7 +47,7 @@ GIB = 1024 ** 3
 MIN_SEQ_LENGTH = 256
 #: ... nor below this share of the length asked for
 MIN_SEQ_SHARE = 0.5
-#: smoke mode: stand-in floors (the tiny stand-ins run at 256-384 tokens)
+#: smoke mode: stand-in floors (the tiny stand-ins run at up to 1024 tokens)
 _STANDIN_MIN_SEQ = {"gpt-oss": 256}
 _STANDIN_MIN_SEQ_DEFAULT = 64
 #: the settings the ladder changes; a lighter model takes its own profile's values for these

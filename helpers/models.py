@@ -171,15 +171,15 @@ _STANDIN_TRAIN = TrainDefaults(epochs=20, learning_rate=5e-3, batch_size=8, grad
                                warmup_ratio=0.05)
 _STANDINS = [
     _profile(name="tiny-qwen2.5", display_name="tiny Qwen2.5 stand-in", family="qwen2.5",
-             hub_id=None, hub_id_4bit=None, max_seq_length=256, load_in_4bit=False,
+             hub_id=None, hub_id_4bit=None, max_seq_length=1024, load_in_4bit=False,
              vram_gb_4bit=0.1, vram_gb_16bit=0.1, lora=_STANDIN_LORA, train=_STANDIN_TRAIN,
              inference=dataclasses.replace(_QWEN25_CHAT, max_new_tokens=64), is_standin=True),
     _profile(name="tiny-qwen3", display_name="tiny Qwen3 stand-in", family="qwen3",
-             hub_id=None, hub_id_4bit=None, max_seq_length=256, load_in_4bit=False,
+             hub_id=None, hub_id_4bit=None, max_seq_length=1024, load_in_4bit=False,
              vram_gb_4bit=0.1, vram_gb_16bit=0.1, lora=_STANDIN_LORA, train=_STANDIN_TRAIN,
              inference=dataclasses.replace(_QWEN3_CHAT, max_new_tokens=64), is_standin=True),
     _profile(name="tiny-gpt-oss", display_name="tiny GPT-OSS stand-in", family="gpt-oss",
-             hub_id=None, hub_id_4bit=None, max_seq_length=384, load_in_4bit=False,
+             hub_id=None, hub_id_4bit=None, max_seq_length=1024, load_in_4bit=False,
              vram_gb_4bit=0.1, vram_gb_16bit=0.1,
              lora=dataclasses.replace(_STANDIN_LORA,
                                       target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),

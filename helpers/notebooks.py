@@ -22,20 +22,71 @@ log = logging.getLogger(__name__)
 NOTEBOOKS_DIR = ROOT / "NoteBooks"
 
 
+TEMPLATES_DIR = NOTEBOOKS_DIR / "_templates"
+
+_JP = {"persona_dir": "NoteBooks/JordanPeterson", "persona_name": "Jordan Peterson"}
+#: notebooks made from a template: output path (under NoteBooks/), template, values
+GENERATED: dict[str, tuple[str, dict[str, str]]] = {
+    "JordanPeterson/GPT_OSS_20B_JordanPeterson_FineTuning.ipynb": ("persona_finetune.py", {
+        **_JP, "title": "GPT-OSS 20B", "model": "gpt-oss-20b", "recipe": "v1",
+        "recipe_label": "V1 passage completion", "epochs": "1", "lora_r": "16", "lora_alpha": "16",
+        "notes": "Harmony chat format: answers on the final channel, reasoning effort low; the "
+                 "mask check below shows what is trained."}),
+    "JordanPeterson/Qwen3_14B_JordanPeterson_FineTuning.ipynb": ("persona_finetune.py", {
+        **_JP, "title": "Qwen3-14B", "model": "qwen3-14b", "recipe": "v1",
+        "recipe_label": "V1 passage completion", "epochs": "1", "lora_r": "16", "lora_alpha": "16",
+        "notes": "Thinking off: the template's empty think block is rendered but never trained."}),
+    "JordanPeterson/Qwen3_14B_JordanPeterson_V2_FineTuning.ipynb": ("persona_finetune.py", {
+        **_JP, "title": "Qwen3-14B", "model": "qwen3-14b", "recipe": "v2",
+        "recipe_label": "V2 synthetic Q&A", "epochs": "3", "lora_r": "32", "lora_alpha": "32",
+        "notes": "V2: the user turn is a generated question, the answer the book's own passage, "
+                 "so training matches how the model is asked."}),
+    "JordanPeterson/Qwen3_32B_JordanPeterson_FineTuning.ipynb": ("persona_finetune.py", {
+        **_JP, "title": "Qwen3-32B", "model": "qwen3-32b", "recipe": "v2",
+        "recipe_label": "V2 synthetic Q&A", "epochs": "3", "lora_r": "32", "lora_alpha": "32",
+        "notes": "About 17.6 GB of 4-bit weights on a 24 GB card: if memory runs out the run "
+                 "steps down (max_seq_length 1024 -> 768 -> 512, batch 1, then Qwen3-30B-A3B, "
+                 "then Qwen3-14B) and records each step in run.json."}),
+}
+
+
 def sources() -> list[Path]:
-    """Every notebook source: a ``.py`` file under NoteBooks/ that starts with a jupytext header."""
+    """Every hand-written notebook source: a ``.py`` file under NoteBooks/ (templates aside)
+    that starts with a jupytext header."""
     out = []
     for p in sorted(NOTEBOOKS_DIR.rglob("*.py")):
+        if TEMPLATES_DIR in p.parents:
+            continue
         head = p.read_text(encoding="utf-8")[:200]
         if "jupytext:" in head:
             out.append(p)
     return out
 
 
-def render(source: Path) -> str:
-    """The notebook JSON that ``source`` generates (no outputs, stable metadata)."""
+def _fill(template: str, values: dict[str, str]) -> str:
+    import re
+    text = (TEMPLATES_DIR / template).read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    left = re.findall(r"\{\{(\w+)\}\}", text)
+    if left:
+        raise KeyError(f"template {template} has no value for {', '.join(sorted(set(left)))}")
+    return text
+
+
+def targets() -> dict[Path, str]:
+    """Every notebook and the py:percent text it is made from."""
+    out = {src.with_suffix(".ipynb"): src.read_text(encoding="utf-8") for src in sources()}
+    for rel, (template, values) in GENERATED.items():
+        out[NOTEBOOKS_DIR / rel] = _fill(template, values)
+    return out
+
+
+def render(source: Path | str) -> str:
+    """The notebook JSON made from a py:percent source file or text (no outputs, stable metadata)."""
     import jupytext
-    nb = jupytext.read(source)
+    text = source.read_text(encoding="utf-8") if isinstance(source, Path) else source
+    nb = jupytext.reads(text, fmt="py:percent")
     nb.metadata.pop("jupytext", None)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
@@ -50,9 +101,8 @@ def render(source: Path) -> str:
 def generate(check: bool = False) -> list[Path]:
     """Write (or with ``check``, compare) each notebook; returns those that differed."""
     stale = []
-    for src in sources():
-        target = src.with_suffix(".ipynb")
-        text = render(src)
+    for target, source_text in targets().items():
+        text = render(source_text)
         if not target.is_file() or target.read_text(encoding="utf-8") != text:
             stale.append(target)
             if not check:
@@ -85,7 +135,7 @@ def main(argv=None) -> int:
         print("Notebooks out of date with their .py sources (run `make notebooks`):\n  "
               + "\n  ".join(str(s.relative_to(ROOT)) for s in stale), file=sys.stderr)
         return 1
-    print(f"{len(sources())} notebook(s) {'checked' if args.check else 'generated'}")
+    print(f"{len(targets())} notebook(s) {'checked' if args.check else 'generated'}")
     return 0
 
 

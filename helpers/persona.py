@@ -44,6 +44,8 @@ class Persona:
     books: Path
     system_prompt: str
     data: DataSettings = field(default_factory=DataSettings)
+    #: fixed prompts asked before and after training, the same for every model
+    questions: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -70,7 +72,7 @@ def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
     except tomllib.TOMLDecodeError as e:
         raise PersonaError(f"{path}: not valid TOML ({e}).") from e
     data_raw = raw.pop("data", {})
-    top_known = {"name", "books", "system_prompt"}
+    top_known = {"name", "books", "system_prompt", "questions"}
     data_known = {f.name for f in dataclasses.fields(DataSettings)}
     unknown = sorted(set(raw) - top_known) + [f"data.{k}" for k in sorted(set(data_raw) - data_known)]
     bad_over = sorted(set(overrides) - top_known - data_known)
@@ -78,6 +80,9 @@ def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
         raise PersonaError(
             f"{path}: unknown setting(s) {', '.join(unknown + bad_over)}. Known: "
             f"{', '.join(sorted(top_known))}, and under [data]: {', '.join(sorted(data_known))}.")
+    questions = raw.get("questions", [])
+    if not isinstance(questions, list) or not all(isinstance(q, str) and q.strip() for q in questions):
+        raise PersonaError(f"{path}: `questions` must be a list of non-empty strings.")
     for key in ("name", "books", "system_prompt"):
         if not str(raw.get(key, "")).strip():
             raise PersonaError(f"{path}: `{key}` is missing or empty.")
@@ -92,4 +97,5 @@ def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
     books = Path(over.get("books", raw["books"])).expanduser()
     return Persona(name=raw["name"], folder=folder,
                    books=books if books.is_absolute() else ROOT / books,
-                   system_prompt=over.get("system_prompt", raw["system_prompt"]).strip(), data=data)
+                   system_prompt=over.get("system_prompt", raw["system_prompt"]).strip(), data=data,
+                   questions=tuple(questions))

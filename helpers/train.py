@@ -55,6 +55,7 @@ class TrainConfig:
     padding_free: bool | None = field(default=None, metadata={"help": "concatenate each batch into one sequence with no padding (position_ids mark where examples start); False pads to the longest; None: see auto_padding_free"})
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard, none, or any transformers report_to value (comma-separated)"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load base weights in 4 bits (GPU only)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass: less memory, ~20-30% slower"})
     backend: str = field(default="auto", metadata={"help": "auto, unsloth or transformers"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,7 +170,7 @@ def add_lora(model, cfg: TrainConfig):
         peft_model = FastLanguageModel.get_peft_model(
             model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=list(cfg.target_modules), bias="none",
-            use_gradient_checkpointing="unsloth" if cuda_available() else False,
+            use_gradient_checkpointing="unsloth" if cfg.gradient_checkpointing and cuda_available() else False,
             random_state=cfg.seed)
     else:
         import torch
@@ -404,6 +405,8 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         dataloader_num_workers=0,
         disable_tqdm=True,
         optim="adamw_torch",
+        gradient_checkpointing=cfg.gradient_checkpointing and backend != "unsloth",
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
     recorder = _loss_recorder()
     cbs = [recorder, *callbacks]

@@ -99,7 +99,7 @@ def test_smoke_ladder_has_the_same_shape_over_the_stand_in():
     assert [r.kind for r in rungs] == [r.kind for r in real]
     assert [r.choice.requested.name for r in rungs] == [r.choice.requested.name for r in real]
     assert {r.choice.profile.name for r in rungs} == {"tiny-qwen3"}
-    assert [r.cfg.max_seq_length for r in rungs[:3]] == [256, 192, 128]   # 1024 -> 768 -> 512 scaled
+    assert [r.cfg.max_seq_length for r in rungs[:3]] == [1024, 768, 512]   # the real steps, scaled to the stand-in's 1024
     assert (rungs[3].cfg.batch_size, rungs[3].cfg.grad_accum) == (1, 8)
     assert "smoke mode: tiny-qwen3" in rungs[4].reason
 

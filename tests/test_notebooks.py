@@ -16,8 +16,10 @@ def test_committed_notebooks_match_their_sources():
 
 
 def test_notebooks_have_a_parameters_cell_and_no_outputs():
-    for src in notebooks.sources():
-        nb = json.loads(src.with_suffix(".ipynb").read_text())
+    assert len(notebooks.targets()) >= 6
+    for target in notebooks.targets():
+        nb = json.loads(target.read_text())
+        src = target
         tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert len(tagged) == 1, src
         assert "smoke" in "".join(tagged[0]["source"])
@@ -82,3 +84,34 @@ def test_dataprep_notebook_on_the_sample_book_and_its_cache(tmp_path):
     again = json.loads((tmp_path / "again.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in again["cells"] for o in c.get("outputs", []))
     assert "0 asked" in text and len((data_dir / "questions.jsonl").read_text().splitlines()) == len(cache)
+
+
+def test_persona_notebooks_share_one_shape():
+    """Generated from one template: the same section headers in every persona notebook, and a
+    template value left unfilled is an error."""
+    heads = []
+    for rel in notebooks.GENERATED:
+        nb = json.loads((notebooks.NOTEBOOKS_DIR / rel).read_text())
+        heads.append([c["source"] for c in nb["cells"] if c["cell_type"] == "markdown"
+                      and "".join(c["source"]).startswith("## ")])
+    assert all(h == heads[0] for h in heads) and len(heads[0]) >= 5
+    with pytest.raises(KeyError, match="no value for"):
+        notebooks._fill("persona_finetune.py", {"model": "x"})
+
+
+def test_persona_v2_notebook_in_smoke_mode(tmp_path):
+    nb_path = ROOT / "NoteBooks" / "JordanPeterson" / "Qwen3_14B_JordanPeterson_V2_FineTuning.ipynb"
+    params = {"smoke": True, "qa_source": "rule", "sample_book": True, "epochs": 2,
+              "data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "run")}
+    out = notebooks.execute(nb_path, tmp_path / "v2.ipynb", params, progress=False)
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "finished" and record["model"]["profile"] == "tiny-qwen3"
+    assert record["train"]["steps"] > 0 and record["loss_history"]
+    assert record["parameters"]["recipe"] == "v2"
+    assert len(record["answers"]["tuned_question"]) == 4
+    nb = json.loads(out.read_text())
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    text = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "Trained:" in text and "<think>" in text  # the rendered example shows the think block

@@ -90,3 +90,15 @@ def test_checkpoints_from_other_settings_are_set_aside(random_standin, tmp_path)
     result = train(add_lora(model, cfg2), tok, rows, cfg2, tmp_path)
     assert result.resumed_from is None and result.steps == 2
     assert list(tmp_path.glob("checkpoints.old-*")), "old checkpoints were not kept aside"
+
+
+def test_gradient_checkpointing_trains_lora(random_standin, tmp_path):
+    choice = models.choose(str(random_standin("qwen3")))
+    cfg = resolve_config(choice.profile, epochs=1, batch_size=2, gradient_checkpointing=True,
+                         report_to="none", learning_rate=1e-2)
+    model, tok = load_model(choice, backend="transformers")
+    model = add_lora(model, cfg)
+    before = {k: v.detach().clone() for k, v in model.named_parameters() if "lora_B" in k}
+    result = train(model, tok, _rows(tok, 4), cfg, tmp_path)
+    assert result.steps == 2
+    assert any((before[k] != v.detach()).any() for k, v in model.named_parameters() if k in before)

@@ -1,0 +1,115 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # {{persona_name}}: {{title}}, {{recipe_label}}
+#
+# Fine-tunes {{title}} with LoRA to answer as {{persona_name}}, on the persona's training set
+# ({{recipe_label}}), and shows the same questions answered before and after.
+# {{notes}}
+#
+# *Generated from `NoteBooks/_templates/persona_finetune.py` by `make notebooks`: edit the
+# template, not this notebook.* Without a GPU run it in smoke mode (`-p smoke True`): the same
+# steps on the tiny stand-in of the model's family.
+
+# %% tags=["parameters"]
+persona_dir: str = "{{persona_dir}}"  # persona folder holding persona.toml (relative to the project root)
+model: str = "{{model}}"  # registry name or hub id (helpers.models.known_models())
+recipe: str = "{{recipe}}"  # v1 (passage completion) or v2 (synthetic questions, passage answers)
+qa_source: str = None  # anthropic, local or rule, if the training sets must be made (None: persona.toml's)
+sample_book: bool = None  # True: the project's sample book; None: only when the persona has no books
+data_dir: str = None  # folder of the training sets (None: qa_dataset/<Persona>)
+epochs: float = {{epochs}}  # passes over the data (None: profile default)
+learning_rate: float = None  # peak learning rate (None: profile default)
+lora_r: int = {{lora_r}}  # LoRA rank (None: profile default)
+lora_alpha: int = {{lora_alpha}}  # LoRA alpha (None: profile default)
+max_seq_length: int = None  # longest example in tokens (None: profile default)
+batch_size: int = None  # sequences per step (None: profile default)
+grad_accum: int = None  # gradient accumulation steps (None: profile default)
+seed: int = 42  # random seed for LoRA init and data order
+backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth or transformers
+fallback: bool = True  # on out-of-memory step down (shorter sequences, batch 1, lighter models); False stops and says what to set
+output_dir: str = None  # run folder (None: outputs/<persona>-<recipe>-<model used>)
+smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
+
+# %% [markdown]
+# ## Setup
+
+# %%
+from helpers import dataprep, finetune, memory, notebook, persona as personas
+
+notebook.setup()
+notebook.environment()
+
+# %% [markdown]
+# ## Data
+# The persona's training set: made from its books if it is not there yet (questions come from
+# the cache when present, so nothing is paid for twice).
+
+# %%
+persona = personas.load(persona_dir, qa_source=qa_source)
+sets = dataprep.training_sets(persona, recipe, sample_book=sample_book, model=model, smoke=smoke,
+                              folder=notebook.path(data_dir))
+run = finetune.FineTuneRun.start(
+    model=model, output_dir=notebook.path(output_dir), name=f"{persona.slug}-{recipe}", smoke=smoke,
+    system_prompt=persona.system_prompt,
+    parameters={"persona": persona.name, "recipe": recipe, "data": str(sets.files[recipe])},
+    epochs=epochs, learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha,
+    max_seq_length=max_seq_length, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
+    backend=backend)
+dataset = run.load_data(sets.files[recipe], allow_duplicates=True)  # V1 prompts rotate by design
+print(f"{len(dataset)} {recipe.upper()} examples from {sets.files[recipe]}")
+notebook.preview_data(dataset, 3)
+
+# %%
+notebook.settings_table(run)
+
+# %% [markdown]
+# ## Model and training
+# Free memory is checked against the model's estimate first. Then: load, answer the fixed
+# questions, train (live loss curve), answer again. On out-of-memory at any of these steps the
+# run steps down a ladder (shorter sequences, batch 1, then lighter models) and says so.
+
+# %%
+print(memory.preload_check(run.choice, run.cfg.load_in_4bit).message)
+before = memory.memory_snapshot()
+outcome = run.train_with_fallback((), persona.questions, automatic=fallback,
+                                  on_step=lambda e: print(memory.format_event(e)))
+print(memory.format_snapshot(memory.memory_snapshot(), before))
+print(f"Trained: {outcome.rung.describe()}; {outcome.result.steps} steps in "
+      f"{outcome.result.train_seconds:.0f} s, final loss {outcome.result.final_loss:.3f}")
+
+# %% [markdown]
+# ## Masking check
+# One example as the model saw it, then the part that carried loss: the answer and the token
+# that ends its turn, nothing else.
+
+# %%
+example = run.example_mask(0)
+print("Rendered:\n" + example["rendered"][:1500] + "\n\nTrained:\n" + example["trained"][:1500])
+
+# %% [markdown]
+# ## Evaluate: the same questions before and after
+
+# %%
+finetune.before_after_table(persona.questions, run.answers["base_question"], run.answers["tuned_question"])
+
+# %% [markdown]
+# ## Save
+
+# %%
+run.finish()
+print(f"Run folder: {run.output_dir}")
+notebook.files_table(run.output_dir)
+
+# %%
+notebook.run_summary(run)
