@@ -105,3 +105,33 @@ def auto_configure(profile: ModelProfile | str, *, free_gb: float | None,
     reasons.append(f"batch {batch} x accumulation {accum} keeps the effective batch at {batch * accum} "
                    f"(asked: {effective})")
     return AutoChoice(four, batch, accum, checkpointing, seq, reasons)
+
+
+def _with_explicit(auto: AutoChoice, explicit: dict[str, Any]) -> dict[str, Any]:
+    """The auto choice's settings with every explicit (not None) value put over it; each
+    override is added to ``auto.reasons``."""
+    out = auto.overrides()
+    for key, value in explicit.items():
+        if value is None:
+            continue
+        if key in out and out[key] != value:
+            auto.reasons.append(f"{key}={value} as given (auto-configuration chose {out[key]})")
+        out[key] = value
+    return out
+
+
+def suggest(model: str, data_path, *, smoke: bool | None = None, explicit: dict[str, Any] | None = None,
+            template_kwargs: dict | None = None) -> tuple[AutoChoice, dict[str, Any]]:
+    """Auto-configuration for a run of ``model`` on the training file ``data_path``: measures the
+    data's token lengths with the model's tokenizer and reads the GPU's free memory. Returns the
+    choice (print it: every setting with its reason) and the settings to train with, where the
+    ``explicit`` values (notebook parameters; None = not given) win."""
+    from helpers import data as data_mod
+    from helpers import memory, recipes
+    from helpers.dataprep import load_tokenizer
+    tokenizer, choice = load_tokenizer(model, smoke)
+    convs = data_mod.load(data_path, allow_duplicates=True).conversations
+    kwargs = choice.profile.template_kwargs if template_kwargs is None else template_kwargs
+    report = recipes.length_report(tokenizer, convs, **kwargs)
+    auto = auto_configure(choice.profile, free_gb=memory.free_memory_gb(), length_report=report)
+    return auto, _with_explicit(auto, explicit or {})

@@ -5,6 +5,11 @@ Two formats are read, detected from the records themselves:
 - prompt/completion JSONL: ``{"prompt": "...", "completion": "..."}`` per line;
 - chat JSONL: ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``.
 
+An assistant message (or a prompt/completion record) may carry its reasoning in a ``reasoning``
+field; :mod:`helpers.templates` renders it the way each family's template does (Qwen3 think
+blocks, GPT-OSS's analysis channel) and trains it. Other names for it (``thinking``,
+``reasoning_content``) are errors that say to use ``reasoning``.
+
 Every problem is reported with ``file:line`` and what is wrong, all problems at once, so a user
 fixes the file in one pass.
 """
@@ -21,6 +26,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
+REASONING = "reasoning"
+_OTHER_REASONING_NAMES = ("thinking", "reasoning_content")
 
 
 class DataError(ValueError):
@@ -53,11 +60,35 @@ class Dataset:
         return Dataset(self.path, self.format, convs, list(self.lines), list(self.warnings))
 
 
-def to_messages(prompt: str, completion: str, system_prompt: str | None = None) -> list[dict]:
-    """One prompt/completion pair as chat messages, with an optional system prompt."""
+def to_messages(prompt: str, completion: str, system_prompt: str | None = None, *,
+                reasoning: str | None = None) -> list[dict]:
+    """One prompt/completion pair as chat messages, with an optional system prompt and the
+    answer's reasoning."""
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    answer = {"role": "assistant", "content": completion}
+    if reasoning:
+        answer[REASONING] = reasoning
+    messages += [{"role": "user", "content": prompt}, answer]
     return messages
+
+
+def _reasoning(rec: dict, where: str, errors: list[str], *, assistant: bool = True) -> str | None | bool:
+    """The ``reasoning`` of a record or message: ``None`` when absent or empty, ``False`` after
+    an error was reported."""
+    other = [k for k in _OTHER_REASONING_NAMES if k in rec]
+    if other:
+        errors.append(f"{where} has the field {other[0]!r}; name it {REASONING!r} (the one name "
+                      "read for reasoning; each model's template gets it under its own name)")
+        return False
+    if REASONING not in rec or rec[REASONING] is None:
+        return None
+    if not assistant:
+        errors.append(f"{where} has {REASONING!r}, but only assistant messages carry reasoning")
+        return False
+    if not isinstance(rec[REASONING], str):
+        errors.append(f"{where}: {REASONING!r} must be a string, got {type(rec[REASONING]).__name__}")
+        return False
+    return rec[REASONING] if rec[REASONING].strip() else None
 
 
 def load(path: str | os.PathLike, *, system_prompt: str | None = None,
@@ -137,7 +168,10 @@ def _parse_record(rec: Any, fmt: str, where: str, errors: list[str]) -> list[dic
             elif not isinstance(rec[key], str) or not rec[key].strip():
                 errors.append(f"{where}: empty {key!r}")
                 bad = True
-        return None if bad else to_messages(rec["prompt"], rec["completion"])
+        reasoning = _reasoning(rec, where, errors)
+        if bad or reasoning is False:
+            return None
+        return to_messages(rec["prompt"], rec["completion"], reasoning=reasoning)
     msgs = rec.get("messages")
     if not isinstance(msgs, list) or not msgs:
         errors.append(f"{where}: missing key 'messages' (a list of {{role, content}} objects)")
@@ -151,7 +185,13 @@ def _parse_record(rec: Any, fmt: str, where: str, errors: list[str]) -> list[dic
         if not isinstance(m.get("content"), str) or not m["content"].strip():
             errors.append(f"{where}: message {j} ({m['role']}) has empty text")
             return None
+        reasoning = _reasoning(m, f"{where}: message {j} ({m['role']})", errors,
+                               assistant=m["role"] == "assistant")
+        if reasoning is False:
+            return None
         conv.append({"role": m["role"], "content": m["content"]})
+        if reasoning is not None:
+            conv[-1][REASONING] = reasoning
     if not any(m["role"] == "assistant" for m in conv):
         errors.append(f"{where}: no assistant message, so nothing to train")
         return None

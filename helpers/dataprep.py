@@ -34,7 +34,8 @@ def books_folder(persona: Persona, *, sample_book: bool | None = None) -> tuple[
     if sample_book is False or (sample_book is None and has_books):
         return persona.books, False
     from helpers.pdf import make_sample_pdf
-    folder = ROOT / "outputs" / "sample_books"
+    from helpers.notebook import work_dir
+    folder = work_dir() / "outputs" / "sample_books"
     make_sample_pdf(folder / "the_patient_workshop.pdf")
     if sample_book is None:
         log.warning("No books in %s: using the project's sample book (%s) so the pipeline can "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,32 @@ from helpers.runrecord import RunRecord
 log = logging.getLogger(__name__)
 
 
+class _ReplicaRecord(RunRecord):
+    """The run record of a process other than the main one in a multi-process run: kept in
+    memory, never written (the main process alone writes run.json)."""
+
+    def save(self) -> None:
+        pass
+
+
+def _answers_here() -> bool:
+    """Whether this process generates answers: always in one process; under DDP the main process
+    alone; under FSDP/DeepSpeed none (each process holds a shard of the weights, so generating
+    on one would wait for the others forever). Ask afterwards in one process with
+    ``--skip-training``."""
+    from helpers.train import distributed
+    dist = distributed()
+    return not dist.active or (dist.is_main and not dist.shards_weights)
+
+
+def default_output_dir(name: str, choice: models.ModelChoice) -> Path:
+    """``outputs/<name>-<model asked for>``, with ``-smoke`` in smoke mode: named after the model
+    asked for, so the Qwen3-14B and Qwen3-32B runs stay apart even when both use the same stand-in
+    (what really ran is in run.json). The comparison finds runs by this name."""
+    from helpers.notebook import work_dir
+    return work_dir() / "outputs" / (f"{name}-{choice.requested.name}" + ("-smoke" if choice.smoke else ""))
+
+
 @dataclass
 class FineTuneRun:
     """State of one run. Create with :meth:`start`; each method is one notebook cell."""
@@ -34,6 +61,7 @@ class FineTuneRun:
     record: RunRecord
     output_dir: Path
     system_prompt: str | None = None
+    thinking: bool | None = None     # train with thinking on/off; None: the profile's template settings
     model: Any = None
     tokenizer: Any = None
     dataset: Any = None
@@ -45,24 +73,28 @@ class FineTuneRun:
     @classmethod
     def start(cls, *, model: str, output_dir: str | None = None, name: str = "run",
               smoke: bool | None = None, system_prompt: str | None = None,
-              parameters: dict | None = None, **train_overrides) -> "FineTuneRun":
+              parameters: dict | None = None, thinking: bool | None = None,
+              **train_overrides) -> "FineTuneRun":
         """Resolve the model (smoke mode swaps in the stand-in) and the training settings, and
-        open ``output_dir/run.json`` (default ``outputs/<name>-<model used>``). Raises for an
-        unknown model or setting before any work."""
-        from helpers.notebook import ROOT
-        from helpers.train import resolve_config
+        open ``output_dir/run.json`` (default :func:`default_output_dir`). Raises for an
+        unknown model or setting before any work. ``thinking=True`` renders the training data
+        with the template's thinking mode on (needed for examples with ``reasoning`` on Qwen3).
+        In a multi-process run only the main process writes run.json."""
+        from helpers.train import distributed, resolve_config
         choice = models.choose(model, smoke)
         cfg = resolve_config(choice.profile, **train_overrides)
-        out = Path(output_dir) if output_dir else ROOT / "outputs" / f"{name}-{choice.profile.name}"
-        record = RunRecord(out, parameters={**(parameters or {}), "model": model,
-                                            "smoke": choice.smoke, **train_overrides})
+        out = Path(output_dir) if output_dir else default_output_dir(name, choice)
+        record_cls = RunRecord if distributed().is_main else _ReplicaRecord
+        extra = {"thinking": thinking} if thinking is not None else {}
+        record = record_cls(out, parameters={**(parameters or {}), "model": model,
+                                             "smoke": choice.smoke, **extra, **train_overrides})
         record.update("model", {"requested": choice.requested.name, "profile": choice.profile.name,
                                 "family": choice.family, "smoke": choice.smoke,
                                 "described": choice.describe()})
         record.update("train_config", cfg.to_dict())
         log.info("Run %s: %s", out, choice.describe())
         return cls(choice=choice, cfg=cfg, record=record, output_dir=out,
-                   system_prompt=system_prompt or None)
+                   system_prompt=system_prompt or None, thinking=thinking)
 
     @property
     def profile(self) -> models.ModelProfile:
@@ -86,8 +118,14 @@ class FineTuneRun:
 
     def ask(self, questions: Sequence[str], *, label: str, greedy: bool = True,
             max_new_tokens: int | None = None) -> list[str]:
-        """Answers from the model as it is now; stored in run.json under ``answers.<label>``."""
+        """Answers from the model as it is now; stored in run.json under ``answers.<label>``.
+        In a multi-process run only the main process answers, and under FSDP/DeepSpeed none
+        does: the others get ``[]``."""
         from helpers.generate import answer
+        if not _answers_here():
+            log.info("Answers (%s) skipped in this process of a multi-process run", label)
+            self.answers[label] = []
+            return []
         if self.model is None:
             self.load_model()
         with self.record.phase(f"generate_{label}"):
@@ -118,7 +156,8 @@ class FineTuneRun:
         with self.record.phase("tokenize"):
             self.rows, stats = templates.tokenize_dataset(
                 self.tokenizer, self.dataset.conversations, max_seq_length=self.cfg.max_seq_length,
-                model=self.profile.name, **self.profile.template_kwargs)
+                model=self.profile.name,
+                **templates.with_thinking(self.tokenizer, self.profile.template_kwargs, self.thinking))
         self.record.update("data", stats)
         return stats
 
@@ -151,19 +190,23 @@ class FineTuneRun:
         finally:
             if live:
                 live.close()
-        plots.save_loss_plot(self.result.loss_history, self.output_dir / "loss.png",
-                             f"{self.profile.display_name}: training loss")
+        if not isinstance(self.record, _ReplicaRecord):  # the main process draws the plot
+            plots.save_loss_plot(self.result.loss_history, self.output_dir / "loss.png",
+                                 f"{self.profile.display_name}: training loss")
         self.record.update("train", self.result.summary())
         self.record.data["loss_history"] = self.result.loss_history
         self.record.save()
         return self.result
 
     # -- evaluation ----------------------------------------------------------------------
-    def fact_recall(self, probes: Sequence[dict], *, label: str) -> float:
+    def fact_recall(self, probes: Sequence[dict], *, label: str) -> float | None:
         """Share of probe questions whose greedy answer contains the key fact; stored as the
-        metric ``fact_recall_<label>``."""
+        metric ``fact_recall_<label>``. ``None`` in a process that does not answer (see
+        :meth:`ask`)."""
         from helpers.evaluate import fact_recall
         answers = self.ask([p["question"] for p in probes], label=f"probes_{label}")
+        if not _answers_here():
+            return None
         score = fact_recall(answers, [p["key_fact"] for p in probes])
         self.record.set_metric(f"fact_recall_{label}", round(score, 4))
         return score
@@ -222,6 +265,24 @@ class FineTuneRun:
                                         min_seq_length=min_seq_length)
 
 
+def export_table(run: FineTuneRun, formats: Sequence[str], question: str):
+    """Export the run's adapter in ``formats`` (adapter, merged, gguf) beside it, in
+    ``<run>/export``; each export is reloaded and asked ``question``. A table of what was written,
+    or a one-line note when nothing was asked for."""
+    import pandas as pd
+    if not formats:
+        return pd.DataFrame([{"export": "none asked for: set the export parameter to adapter, "
+                                        "merged and/or gguf"}]).set_index("export")
+    from helpers import export
+    with run.record.phase("export"):
+        rows = export.export_all(run.output_dir, run.output_dir / "export", tuple(formats), question,
+                                 system_prompt=run.system_prompt)
+    run.record.update("exports", {k: {"status": v["status"], "path": v["path"], "size_mb": v["size_mb"]}
+                                  for k, v in rows.items()})
+    table = pd.DataFrame(rows).T
+    return table[[c for c in ("status", "size_mb", "answer", "reason", "seconds", "path") if c in table]]
+
+
 def before_after_table(questions: Sequence[str], before: Sequence[str], after: Sequence[str],
                        key_facts: Sequence[str] | None = None):
     """A pandas DataFrame: question, base answer, tuned answer (and whether each has the fact)."""
@@ -257,7 +318,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--skip-training", action="store_true",
                    help="do not train: load the adapter already in --output and ask it")
     g.add_argument("--no-fallback", action="store_true",
-                   help="on out-of-memory, stop and print the settings to try instead of stepping down")
+                   help="on out-of-memory, stop and print the settings to try instead of stepping "
+                        "down (always so under accelerate launch)")
+    g.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
+                   help="render the training data with the template's thinking mode on/off "
+                        "(Qwen3 needs --thinking for examples with `reasoning`); default: the profile's")
     t = p.add_argument_group("training (default: the model profile's)")
     t.add_argument("--backend", default=None, choices=("auto", "unsloth", "transformers"))
     t.add_argument("--epochs", type=float, default=None, help="passes over the data")
@@ -272,14 +337,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from helpers.train import DistributedError, distributed
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    dist = distributed()  # accelerate launch: one of several processes
+    tag = f"[rank {dist.rank}/{dist.world_size}] " if dist.active else ""
+    logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING,
+                        format=f"%(levelname)s {tag}%(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not dist.is_main:  # the main process prints the report; the others only log warnings
+        sys.stdout = open(os.devnull, "w")
     try:
         run = FineTuneRun.start(
             model=args.model, output_dir=args.output, smoke=args.smoke,
-            system_prompt=args.system_prompt, parameters={"data": args.data},
+            system_prompt=args.system_prompt, parameters={"data": args.data}, thinking=args.thinking,
             backend=args.backend, epochs=args.epochs, learning_rate=args.learning_rate,
             lora_r=args.lora_r, lora_alpha=args.lora_alpha, batch_size=args.batch_size,
             grad_accum=args.grad_accum, max_seq_length=args.max_seq_length, seed=args.seed)
@@ -302,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ask_base = not args.skip_original
             outcome = run.train_with_fallback(
                 probes if ask_base else (), questions if ask_base else (),
-                automatic=not args.no_fallback, live_plot=False,
+                automatic=not args.no_fallback and not dist.active, live_plot=False,
                 on_step=lambda e: print(memory.format_event(e)))
             result = outcome.result
             stats = run.record.data["data"]
@@ -310,13 +381,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"({stats['trained_share']:.1%})")
             print(f"Trained {result.steps} steps in {result.train_seconds:.0f} s, final loss "
                   f"{result.final_loss:.4f}; adapter saved in {result.adapter_dir}")
+            if dist.active:
+                print(f"Distributed: {result.world_size} processes ({result.distributed_type})")
             if ask_base:
                 before, after = run.answers["base_question"], run.answers["tuned_question"]
             else:
                 after = run.ask(questions, label="tuned_question")
                 if probes:
                     run.fact_recall(probes, label="tuned")
-        for i, q in enumerate(questions):
+        if not after:
+            print(f"\nAnswers skipped: {dist.type} splits the weights over {dist.world_size} "
+                  "processes. Ask the adapter in one process: python -m helpers.finetune "
+                  f"--skip-training --output {args.output} --data {args.data} --model {args.model}")
+        for i, q in enumerate(questions if after else ()):
             print(f"\nQ: {q}")
             if before is not None:
                 print(f"  base : {before[i]}")
@@ -327,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"Run record: {run.record.path}")
         return 0
     except (models.UnknownModelError, models.GPURequiredError, data_mod.DataError,
-            FileNotFoundError, TypeError, ImportError, templates.MaskingError) as e:
+            FileNotFoundError, TypeError, ImportError, templates.MaskingError,
+            DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  (out-of-memory ladder exhausted or stopped)

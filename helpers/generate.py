@@ -16,13 +16,16 @@ _CONTROL_TOKENS = re.compile(r"<\|[a-z_]+\|>")  # <|im_end|>, <|return|>, <|endo
 
 
 def strip_reasoning(text: str) -> str:
-    """The answer without reasoning: Qwen3 ``<think>`` blocks (closed, or left open by a cut-off
-    generation) and GPT-OSS analysis-channel text are removed; control tokens such as ``<|im_end|>`` too."""
+    """The answer without reasoning: Qwen3 ``<think>`` blocks (closed, left open by a cut-off
+    generation, or opened by the prompt so that only ``</think>`` is generated) and GPT-OSS
+    analysis-channel text are removed; control tokens such as ``<|im_end|>`` too."""
     if _HARMONY_FINAL in text:
         text = text.rsplit(_HARMONY_FINAL, 1)[1]
     elif "<|channel|>analysis" in text:
         return ""  # only reasoning was produced: there is no answer
     text = _THINK.sub("", text)
+    if "</think>" in text:          # the prompt opened the think block: reasoning ends here
+        text = text.rsplit("</think>", 1)[1]
     if "<think>" in text:           # an unclosed think block: all of it is reasoning
         text = text.split("<think>", 1)[0]
     text = _CONTROL_TOKENS.sub("", text)
@@ -32,10 +35,12 @@ def strip_reasoning(text: str) -> str:
 def answer(model, tokenizer, questions: Sequence[str], profile: ModelProfile, *,
            system_prompt: str | None = None, greedy: bool = True, batch_size: int = 8,
            max_new_tokens: int | None = None, settings: InferenceDefaults | None = None,
-           seed: int = 0) -> list[str]:
+           seed: int = 0, raw: list[str] | None = None) -> list[str]:
     """One answer per question (reasoning stripped), in order.
 
     ``greedy=False`` samples with the profile's recommended temperature, top-p and top-k.
+    Pass a list as ``raw`` to also get the decoded text before stripping (reasoning and special
+    tokens included), e.g. to show what was removed.
     """
     import torch
 
@@ -71,6 +76,8 @@ def answer(model, tokenizer, questions: Sequence[str], profile: ModelProfile, *,
             new = out[:, enc["input_ids"].shape[1]:]
             for row in new:
                 text = tokenizer.decode(row, skip_special_tokens=False)
+                if raw is not None:
+                    raw.append(text)
                 answers.append(_clean(strip_reasoning(text), tokenizer))
     finally:
         tokenizer.padding_side = old_side

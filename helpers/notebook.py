@@ -46,6 +46,17 @@ def setup(level: int = logging.INFO) -> Path:
     return ROOT
 
 
+WORKDIR_ENV = "FINETUNING_WORKDIR"
+
+
+def work_dir() -> Path:
+    """Where generated files go: ``outputs/``, ``qa_dataset/`` and ``comparison_cache_all_models/``
+    live here. The project root unless ``FINETUNING_WORKDIR`` names another folder (a scratch disk,
+    or a test's temporary folder)."""
+    env = os.environ.get(WORKDIR_ENV)
+    return Path(env).expanduser().resolve() if env else ROOT
+
+
 def path(p: str | os.PathLike | None) -> Path | None:
     """A path from a notebook parameter: absolute as given, else relative to the project root
     (so the notebook runs the same from JupyterLab, nbconvert and papermill, whatever the cwd)."""

@@ -25,8 +25,10 @@ NOTEBOOKS_DIR = ROOT / "NoteBooks"
 TEMPLATES_DIR = NOTEBOOKS_DIR / "_templates"
 
 _JP = {"persona_dir": "NoteBooks/JordanPeterson", "persona_name": "Jordan Peterson"}
+_MH = {"persona_dir": "NoteBooks/MarenHolloway", "persona_name": "Maren Holloway"}
 #: notebooks made from a template: output path (under NoteBooks/), template, values
 GENERATED: dict[str, tuple[str, dict[str, str]]] = {
+    "JordanPeterson/JordanPeterson_DataPrep.ipynb": ("persona_dataprep.py", _JP),
     "JordanPeterson/GPT_OSS_20B_JordanPeterson_FineTuning.ipynb": ("persona_finetune.py", {
         **_JP, "title": "GPT-OSS 20B", "model": "gpt-oss-20b", "recipe": "v1",
         "recipe_label": "V1 passage completion", "epochs": "1", "lora_r": "16", "lora_alpha": "16",
@@ -47,6 +49,18 @@ GENERATED: dict[str, tuple[str, dict[str, str]]] = {
         "notes": "About 17.6 GB of 4-bit weights on a 24 GB card: if memory runs out the run "
                  "steps down (max_seq_length 1024 -> 768 -> 512, batch 1, then Qwen3-30B-A3B, "
                  "then Qwen3-14B) and records each step in run.json."}),
+    "JordanPeterson/AllModels_JordanPeterson_Comparison.ipynb": ("persona_comparison.py", {
+        **_JP, "variants": '["gpt-oss-20b", "gpt-oss-20b:v1", "qwen3-14b", "qwen3-14b:v1", '
+                           '"qwen3-14b:v2", "qwen3-32b", "qwen3-32b:v2"]'}),
+    # the second persona: the sample book's invented author (what `make demo` runs)
+    "MarenHolloway/MarenHolloway_DataPrep.ipynb": ("persona_dataprep.py", _MH),
+    "MarenHolloway/Qwen3_14B_MarenHolloway_V2_FineTuning.ipynb": ("persona_finetune.py", {
+        **_MH, "title": "Qwen3-14B", "model": "qwen3-14b", "recipe": "v2",
+        "recipe_label": "V2 synthetic Q&A", "epochs": "3", "lora_r": "32", "lora_alpha": "32",
+        "notes": "Questions from the rule-based source (no API key needed), answers the book's "
+                 "own passages."}),
+    "MarenHolloway/AllModels_MarenHolloway_Comparison.ipynb": ("persona_comparison.py", {
+        **_MH, "variants": '["qwen3-14b", "qwen3-14b:v2"]'}),
 }
 
 

@@ -46,6 +46,13 @@ class Persona:
     data: DataSettings = field(default_factory=DataSettings)
     #: fixed prompts asked before and after training, the same for every model
     questions: tuple[str, ...] = ()
+    #: more prompts for the model comparison (asked after ``questions``), for tighter intervals
+    compare_prompts: tuple[str, ...] = ()
+
+    @property
+    def comparison_prompts(self) -> tuple[str, ...]:
+        """Every prompt the comparison asks: ``questions`` then ``compare_prompts``, in order."""
+        return tuple(dict.fromkeys(self.questions + self.compare_prompts))
 
     @property
     def slug(self) -> str:
@@ -54,7 +61,8 @@ class Persona:
     @property
     def dataset_dir(self) -> Path:
         """Where this persona's question cache, training sets and held-out split live."""
-        return ROOT / "qa_dataset" / self.slug
+        from helpers.notebook import work_dir
+        return work_dir() / "qa_dataset" / self.slug
 
 
 def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
@@ -72,7 +80,7 @@ def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
     except tomllib.TOMLDecodeError as e:
         raise PersonaError(f"{path}: not valid TOML ({e}).") from e
     data_raw = raw.pop("data", {})
-    top_known = {"name", "books", "system_prompt", "questions"}
+    top_known = {"name", "books", "system_prompt", "questions", "compare_prompts"}
     data_known = {f.name for f in dataclasses.fields(DataSettings)}
     unknown = sorted(set(raw) - top_known) + [f"data.{k}" for k in sorted(set(data_raw) - data_known)]
     bad_over = sorted(set(overrides) - top_known - data_known)
@@ -80,9 +88,12 @@ def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
         raise PersonaError(
             f"{path}: unknown setting(s) {', '.join(unknown + bad_over)}. Known: "
             f"{', '.join(sorted(top_known))}, and under [data]: {', '.join(sorted(data_known))}.")
-    questions = raw.get("questions", [])
-    if not isinstance(questions, list) or not all(isinstance(q, str) and q.strip() for q in questions):
-        raise PersonaError(f"{path}: `questions` must be a list of non-empty strings.")
+    lists = {}
+    for key in ("questions", "compare_prompts"):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(q, str) and q.strip() for q in value):
+            raise PersonaError(f"{path}: `{key}` must be a list of non-empty strings.")
+        lists[key] = tuple(value)
     for key in ("name", "books", "system_prompt"):
         if not str(raw.get(key, "")).strip():
             raise PersonaError(f"{path}: `{key}` is missing or empty.")
@@ -98,4 +109,4 @@ def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
     return Persona(name=raw["name"], folder=folder,
                    books=books if books.is_absolute() else ROOT / books,
                    system_prompt=over.get("system_prompt", raw["system_prompt"]).strip(), data=data,
-                   questions=tuple(questions))
+                   questions=lists["questions"], compare_prompts=lists["compare_prompts"])

@@ -411,7 +411,8 @@ class Job:
 
 
 def default_cache_path(name: str = "questions") -> Path:
-    return ROOT / "qa_dataset" / f"{name}.jsonl"
+    from helpers.notebook import work_dir
+    return work_dir() / "qa_dataset" / f"{name}.jsonl"
 
 
 def _progress_bar(total: int, enabled: bool, desc: str):

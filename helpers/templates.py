@@ -1,23 +1,46 @@
 """Chat rendering and response-only loss masks, found from the template's own output.
 
 No marker strings are hard-coded per family. To find what to train, a conversation is rendered
-twice: once as it is, and once with every assistant message replaced by a unique sentinel. The
-text around the sentinels is what the template itself adds (role headers, the empty Qwen3 think
-block, Harmony's channel headers); what sits between those pieces in the real rendering is the
-assistant's content. The content and the first token after it (the end-of-turn token, so the
-model learns to stop) get labels; everything else is -100.
+twice: once as it is, and once with every assistant message's content (and reasoning) replaced
+by unique sentinels. The text around the sentinels is what the template itself adds (role
+headers, the empty Qwen3 think block, Harmony's channel headers); what sits between those pieces
+in the real rendering is the assistant's text. The content and the first token after it (the
+end-of-turn token, so the model learns to stop) get labels; everything else is -100.
+
+Reasoning. An assistant message may carry its reasoning in a ``reasoning`` field (the one name
+our data uses); it is handed to the template under every field name templates read it from
+(Qwen3's ``reasoning_content``, GPT-OSS's ``thinking``), and the template decides where it goes
+and which turns keep it (both drop it from turns before the last user message). A turn whose
+reasoning is rendered is trained from where the model starts writing at inference (the end of
+the generation prompt) to its closing token: the reasoning, the markup around it (Qwen3's
+``<think>``/``</think>`` tags; Harmony's analysis channel, ``<|end|>`` and the final-channel
+header), and the answer. The markup is trained because the model must write it itself when it
+reasons. A turn without reasoning trains its content and closing token only, as before.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-_SENTINEL = "\u2063FTSPAN{}\u2063"  # invisible separator: never produced by a template
+_SENTINEL = "\u2063FT{}{}\u2063"  # invisible separator: never produced by a template
+_SENTINEL_RE = re.compile("(\u2063FT[CR]\\d+\u2063)")
+
+#: the field of an assistant message that holds its reasoning, in our data
+REASONING_FIELD = "reasoning"
+#: the fields chat templates read reasoning from: Qwen3 ``reasoning_content``, GPT-OSS ``thinking``
+TEMPLATE_REASONING_FIELDS = ("reasoning_content", "thinking")
+
+
+_REWRITE_HINT = ("Does the template rewrite assistant content (for example split off <think> "
+                 f"reasoning)? Put reasoning in the message's {REASONING_FIELD!r} field instead of "
+                 "the content.")
 
 
 class MaskingError(ValueError):
@@ -40,74 +63,189 @@ def _assistant_indices(messages: Sequence[dict]) -> list[int]:
     return [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
 
 
-def assistant_spans(tokenizer, messages: Sequence[dict], **template_kwargs) -> tuple[str, list[tuple[int, int]]]:
-    """Render ``messages`` and return ``(text, spans)``: the character span of each assistant
-    message's content in ``text``, in order."""
-    text = render(tokenizer, messages, **template_kwargs)
+def reasoning_of(message: dict) -> str | None:
+    """The reasoning of an assistant message (``None`` when it has none)."""
+    value = message.get(REASONING_FIELD)
+    ok = message.get("role") == "assistant" and isinstance(value, str) and value.strip()
+    return value if ok else None
+
+
+def for_template(messages: Sequence[dict]) -> list[dict]:
+    """The messages as chat templates read them: an assistant message's ``reasoning`` is copied
+    into each field a template may read (:data:`TEMPLATE_REASONING_FIELDS`)."""
+    out = []
+    for j, m in enumerate(messages):
+        given = [f for f in TEMPLATE_REASONING_FIELDS if f in m]
+        if given:
+            raise MaskingError(
+                f"Message {j} has the field {given[0]!r}. Put reasoning in the field "
+                f"{REASONING_FIELD!r}; it is handed to each chat template under the name it reads.")
+        m2 = {k: v for k, v in m.items() if k != REASONING_FIELD}
+        reasoning = reasoning_of(m)
+        if reasoning is not None:
+            m2.update({f: reasoning for f in TEMPLATE_REASONING_FIELDS})
+        out.append(m2)
+    return out
+
+
+def renders_reasoning(tokenizer, **template_kwargs) -> bool:
+    """Whether the chat template renders the reasoning of a final assistant turn at all."""
+    sentinel = _SENTINEL.format("R", 0)
+    probe = for_template([{"role": "user", "content": "?"},
+                          {"role": "assistant", "content": "!", REASONING_FIELD: sentinel}])
+    return sentinel in render(tokenizer, probe, **template_kwargs)
+
+
+def with_thinking(tokenizer, template_kwargs: dict, thinking: bool | None) -> dict:
+    """``template_kwargs`` with thinking switched on or off for a run (``None``: as they are).
+    Templates with a thinking switch (Qwen3's ``enable_thinking``) get it set; GPT-OSS always
+    reasons; a template that renders no reasoning (Qwen2.5) cannot think and raises."""
+    kwargs = dict(template_kwargs)
+    if thinking is None:
+        return kwargs
+    if "enable_thinking" in (getattr(tokenizer, "chat_template", None) or ""):
+        kwargs["enable_thinking"] = bool(thinking)
+    elif thinking and not renders_reasoning(tokenizer, **kwargs):
+        raise MaskingError(
+            f"thinking=True, but the chat template of {getattr(tokenizer, 'name_or_path', '?')} has "
+            "no reasoning (no think blocks, no analysis channel). Leave thinking unset for this "
+            "model, or train a model that reasons (Qwen3, GPT-OSS).")
+    return kwargs
+
+
+@dataclass(frozen=True)
+class TurnSpans:
+    """Character ranges of one assistant turn in the rendered text."""
+
+    content: tuple[int, int]
+    reasoning: tuple[int, int] | None   # None: no reasoning, or the template dropped it
+    trained: tuple[int, int]            # what gets labels (the closing token after it too)
+
+
+def _sentinels(messages: Sequence[dict], idx: list[int]) -> list[dict]:
+    marked = [dict(m) for m in messages]
+    for k, i in enumerate(idx):
+        marked[i]["content"] = _SENTINEL.format("C", k)
+        if reasoning_of(messages[i]) is not None:
+            marked[i][REASONING_FIELD] = _SENTINEL.format("R", k)
+    return marked
+
+
+def locate(tokenizer, messages: Sequence[dict], **template_kwargs) -> tuple[str, list[TurnSpans]]:
+    """Render ``messages`` and find, for each assistant message in order, its content, its
+    reasoning (if the template renders it) and the range to train."""
+    prepared = for_template(messages)
+    text = render(tokenizer, prepared, **template_kwargs)
     idx = _assistant_indices(messages)
     if not idx:
         return text, []
-    marked = [dict(m) for m in messages]
-    for k, i in enumerate(idx):
-        marked[i]["content"] = _SENTINEL.format(k)
-    skeleton = render(tokenizer, marked, **template_kwargs)
-    pieces = []
-    rest = skeleton
+    skeleton = render(tokenizer, for_template(_sentinels(messages, idx)), **template_kwargs)
+    parts = _SENTINEL_RE.split(skeleton)   # piece, sentinel, piece, sentinel, ..., piece
+    name = getattr(tokenizer, "name_or_path", "?")
+    seen = parts[1::2]
     for k in range(len(idx)):
-        sentinel = _SENTINEL.format(k)
-        if rest.count(sentinel) != 1:
-            raise MaskingError(
-                f"The chat template of {getattr(tokenizer, 'name_or_path', '?')} rendered assistant "
-                f"message {k} {rest.count(sentinel)} times; expected once. Response masks cannot "
-                "be found for this template.")
-        before, rest = rest.split(sentinel)
-        pieces.append(before)
-    pieces.append(rest)
-
-    spans = []
-    pos = 0
-    if not text.startswith(pieces[0]):
+        for kind, what in (("C", "assistant message"), ("R", "the reasoning of assistant message")):
+            n = seen.count(_SENTINEL.format(kind, k))
+            if n > 1 or (kind == "C" and n != 1):
+                raise MaskingError(
+                    f"The chat template of {name} rendered {what} {k} {n} times; expected once. "
+                    "Response masks cannot be found for this template.")
+    if not text.startswith(parts[0]):
         raise MaskingError("The template renders the text before the first answer differently "
-                           "when the answer changes; cannot locate the response.")
-    pos = len(pieces[0])
-    for k, i in enumerate(idx):
-        content = messages[i]["content"]
-        after = pieces[k + 1]
-        found = None
-        for cand in dict.fromkeys([content, content.strip(), content.lstrip("\n"),
-                                   content.rstrip(), content.strip("\n")]):
+                           f"when the answer changes; cannot locate the response. {_REWRITE_HINT}")
+    found: dict[str, tuple[int, int]] = {}
+    pos = len(parts[0])
+    for j in range(1, len(parts), 2):
+        sentinel, after = parts[j], parts[j + 1]
+        kind, k = sentinel[3], int(sentinel[4:-1])
+        m = messages[idx[k]]
+        value = m["content"] if kind == "C" else reasoning_of(m)
+        span = None
+        for cand in dict.fromkeys([value, value.strip(), value.lstrip("\n"), value.rstrip(),
+                                   value.strip("\n")]):
             if text.startswith(cand, pos) and text.startswith(after, pos + len(cand)):
-                found = cand
+                span = (pos, pos + len(cand))
                 break
-        if found is None:
-            # Content transformed by the template in a way we cannot predict: take what lies
+        if span is None:
+            # Text transformed by the template in a way we cannot predict: take what lies
             # between the surrounding template pieces.
             end = text.find(after, pos) if after else len(text)
             if end < 0:
                 raise MaskingError(
                     f"Could not find assistant message {k} of the conversation in the rendered "
-                    "text. Does the template rewrite assistant content (for example split off "
-                    "<think> reasoning)? Pass reasoning in its own field instead.")
-            found = text[pos:end]
-        spans.append((pos, pos + len(found)))
-        pos += len(found) + len(after)
-    return text, spans
+                    f"text. {_REWRITE_HINT}")
+            span = (pos, end)
+        found[sentinel] = span
+        pos = span[1] + len(after)
+
+    turns, floor, supported = [], 0, None
+    for k, i in enumerate(idx):
+        content = found[_SENTINEL.format("C", k)]
+        reasoning = found.get(_SENTINEL.format("R", k))
+        if reasoning is None and reasoning_of(messages[i]) is not None:
+            supported = renders_reasoning(tokenizer, **template_kwargs) if supported is None else supported
+            if not supported:
+                raise MaskingError(
+                    f"Assistant message {k} has a {REASONING_FIELD!r} field, but the chat template "
+                    f"of {name} does not render reasoning, so it cannot be trained. Remove the "
+                    f"{REASONING_FIELD!r} field from the data (or write the reasoning into the "
+                    "answer), or train a model whose template has reasoning (Qwen3, GPT-OSS).")
+            log.debug("The template drops the reasoning of assistant message %d (an earlier turn)", k)
+        start = content[0]
+        if reasoning is not None:
+            start = _writing_starts(tokenizer, prepared[:i], text, floor, reasoning[0], k,
+                                    template_kwargs)
+        turns.append(TurnSpans(content=content, reasoning=reasoning, trained=(start, content[1])))
+        floor = content[1]
+    return text, turns
+
+
+def _writing_starts(tokenizer, before: Sequence[dict], text: str, floor: int, reasoning_start: int,
+                    k: int, template_kwargs: dict) -> int:
+    """Where the model starts writing a turn that reasons: the end of the generation prompt for
+    the conversation up to that turn. Raises when the generation prompt pre-fills text that the
+    turn does not have (Qwen3 with thinking off pre-fills an empty think block, so the model
+    would never write the reasoning it is trained on)."""
+    prompt = render(tokenizer, before, add_generation_prompt=True, **template_kwargs)
+    common = len(os.path.commonprefix([prompt, text]))
+    if common == len(prompt) and floor <= common <= reasoning_start:
+        return common
+    if common < len(prompt) and common > floor:
+        raise MaskingError(
+            f"Assistant message {k} has reasoning, but with the template settings "
+            f"{template_kwargs} the generation prompt ends with {prompt[-40:]!r}: it pre-fills "
+            f"{prompt[common:]!r} where this turn has its reasoning, so at inference the model "
+            "would never write the reasoning it is trained on. Turn thinking on (template setting "
+            "enable_thinking=True; `--thinking` on the command line, thinking=True in "
+            f"FineTuneRun.start), or remove the {REASONING_FIELD!r} field from the data.")
+    # the conversation before this turn renders differently without it (consecutive assistant
+    # turns): train from the reasoning itself
+    return reasoning_start
+
+
+def assistant_spans(tokenizer, messages: Sequence[dict], **template_kwargs) -> tuple[str, list[tuple[int, int]]]:
+    """Render ``messages`` and return ``(text, spans)``: the character span of each assistant
+    message's content in ``text``, in order."""
+    text, turns = locate(tokenizer, messages, **template_kwargs)
+    return text, [t.content for t in turns]
 
 
 def tokenize_for_training(tokenizer, messages: Sequence[dict], **template_kwargs) -> dict[str, list[int]]:
     """Token ids and labels for one conversation.
 
     Labels are -100 everywhere except the content of every assistant turn and the end-of-turn
-    token that closes it. System and user text, role headers, empty think blocks and padding
-    are never trained.
+    token that closes it, and, in a turn whose reasoning the template renders, everything the
+    model writes from the end of the generation prompt on (see the module docstring). System and
+    user text, role headers, empty think blocks and padding are never trained.
     """
-    text, spans = assistant_spans(tokenizer, messages, **template_kwargs)
+    text, turns = locate(tokenizer, messages, **template_kwargs)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(enc["input_ids"])
     offsets = enc["offset_mapping"]
     labels = [IGNORE_INDEX] * len(input_ids)
     special = _special_ids(tokenizer)
-    for start, end in spans:
+    for turn in turns:
+        start, end = turn.trained
         last = None
         for t, (a, b) in enumerate(offsets):
             if b <= a:
@@ -239,8 +377,11 @@ def tokenize_dataset(tokenizer, conversations: Iterable[Sequence[dict]], *, max_
     """Tokenize conversations for training, truncating to ``max_seq_length`` and counting what
     was truncated (never dropping it silently). Returns ``(rows, stats)``."""
     rows, truncated = [], 0
-    for conv in conversations:
-        row = tokenize_for_training(tokenizer, conv, **template_kwargs)
+    for i, conv in enumerate(conversations):
+        try:
+            row = tokenize_for_training(tokenizer, conv, **template_kwargs)
+        except MaskingError as e:
+            raise MaskingError(f"Example {i} for model {model}: {e}") from e
         if len(row["input_ids"]) > max_seq_length:
             truncated += 1
             row = {k: v[:max_seq_length] for k, v in row.items()}

@@ -7,10 +7,17 @@
 Both train on exactly the labels made by :func:`helpers.templates.tokenize_for_training`: the
 data reach the trainer already tokenized, with ``skip_prepare_dataset``, so neither TRL nor
 Unsloth re-derives masks.
+
+More than one process (``accelerate launch``, configs in ``accelerate/``): the transformers
+backend only (Unsloth is single-GPU). Each process loads its own copy on its own GPU (DDP), or
+on the CPU for FSDP/DeepSpeed to shard; the stand-in build and the checkpoint bookkeeping run on
+the main process first; the adapter is written once, by the main process. See
+:func:`distributed`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -26,6 +33,74 @@ from helpers.models import ModelChoice, ModelProfile, require_gpu
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "unsloth", "transformers")
+
+
+class DistributedError(RuntimeError):
+    """A setting that cannot work with more than one process."""
+
+
+def world_size() -> int:
+    """How many processes train together (``WORLD_SIZE``, set by ``accelerate launch``/torchrun)."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    except ValueError:
+        return 1
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a multi-process run."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    #: accelerate's DistributedType name: NO, MULTI_GPU, MULTI_CPU, FSDP or DEEPSPEED
+    type: str = "NO"
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def shards_weights(self) -> bool:
+        """FSDP and DeepSpeed split the weights across processes (no process holds them all)."""
+        return self.type in ("FSDP", "DEEPSPEED")
+
+
+def distributed() -> Distributed:
+    """Where this process stands, from the environment ``accelerate launch`` sets (``WORLD_SIZE``,
+    ``RANK``, ``LOCAL_RANK``, ``ACCELERATE_USE_FSDP``/``ACCELERATE_USE_DEEPSPEED``)."""
+    n = world_size()
+    if n == 1:
+        return Distributed()
+    env = os.environ
+    flag = lambda name: env.get(name, "").lower() in ("1", "true", "yes")  # noqa: E731
+    from helpers.models import cuda_available
+    kind = ("FSDP" if flag("ACCELERATE_USE_FSDP") else "DEEPSPEED" if flag("ACCELERATE_USE_DEEPSPEED")
+            else "MULTI_GPU" if cuda_available() else "MULTI_CPU")
+    return Distributed(world_size=n, rank=int(env.get("RANK", "0")),
+                       local_rank=int(env.get("LOCAL_RANK", "0")), type=kind)
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Run the block on the main process first, then on the others together (a no-op in one
+    process): what it builds or moves on disk (a stand-in, checkpoints) is done once."""
+    if world_size() == 1:
+        yield
+        return
+    import datetime
+
+    import torch
+    from accelerate import PartialState
+    # the trainer makes the same state later; the process group started here is reused
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=datetime.timedelta(minutes=30))
+    with state.main_process_first():
+        yield
 
 
 @dataclass
@@ -85,6 +160,11 @@ def resolve_config(profile: ModelProfile, **overrides) -> TrainConfig:
     cfg = dataclasses.replace(base, **set_)
     if cfg.backend not in BACKENDS:
         raise ValueError(f"backend={cfg.backend!r} is not one of {', '.join(BACKENDS)}.")
+    if cfg.backend == "unsloth" and world_size() > 1:
+        raise DistributedError(
+            f"backend='unsloth' was asked for in a run of {world_size()} processes, but Unsloth "
+            "trains on one GPU only. Use backend='transformers' (--backend transformers) under "
+            "accelerate launch, or run in one process (python -m helpers.finetune ...) for Unsloth.")
     return cfg
 
 
@@ -97,8 +177,12 @@ def select_backend(backend: str = "auto") -> str:
     from helpers.models import cuda_available
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}.")
-    if backend == "auto":
-        return "unsloth" if cuda_available() and unsloth_available() else "transformers"
+    if backend == "auto":  # Unsloth is single-GPU: more than one process means transformers
+        return ("unsloth" if cuda_available() and unsloth_available() and world_size() == 1
+                else "transformers")
+    if backend == "unsloth" and world_size() > 1:
+        raise DistributedError(f"backend='unsloth' cannot run in {world_size()} processes (Unsloth "
+                               "is single-GPU); use backend='transformers' under accelerate launch.")
     if backend == "unsloth" and not unsloth_available():
         raise ImportError("backend='unsloth' was asked for but Unsloth is not installed. Install it "
                           "(`pip install unsloth` on a CUDA machine; on a CPU `pip install --no-deps "
@@ -123,10 +207,18 @@ def load_model(choice: ModelChoice, *, backend: str = "auto", adapter=None,
     four_bit = profile.load_in_4bit if load_in_4bit is None else load_in_4bit
     from helpers.models import cuda_available
     four_bit = four_bit and cuda_available()
+    dist = distributed()
+    if four_bit and dist.shards_weights:
+        log.warning("%s shards 16-bit weights across processes; 4-bit loading is off under it "
+                    "(use accelerate/ddp.yaml for QLoRA on each GPU).", dist.type)
+        four_bit = False
     from helpers import memory  # local: memory imports this module
     memory.preload_check(choice, four_bit)  # logs a warning, naming what to change, when it won't fit
     before = memory.memory_snapshot()
-    source = choice.source()
+    with main_process_first():  # a stand-in is built once, by the main process
+        source = choice.source()
+    if dist.shards_weights and profile.hub_id and source == profile.hub_id_4bit:
+        source = profile.hub_id  # the 16-bit weights: pre-quantized ones cannot be sharded
     max_len = max_seq_length or profile.max_seq_length
     t0 = time.time()
     if backend == "unsloth":
@@ -145,8 +237,11 @@ def load_model(choice: ModelChoice, *, backend: str = "auto", adapter=None,
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=_device_dtype())
-        if torch.cuda.is_available():
-            kwargs["device_map"] = {"": 0}
+        if torch.cuda.is_available() and not dist.shards_weights:
+            # one whole copy per process, on that process's GPU (never device_map="auto", which
+            # would spread one copy over every GPU); FSDP/DeepSpeed load on the CPU and place
+            # each process's shard themselves
+            kwargs["device_map"] = {"": dist.local_rank}
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     if adapter is not None:
@@ -202,6 +297,8 @@ class TrainResult:
     resumed_from: str | None = None
     stopped_early: bool = False
     real_token_share: float = 1.0   # real tokens / tokens the model processed (padding included)
+    world_size: int = 1             # processes that trained together
+    distributed_type: str = "NO"    # accelerate's DistributedType: NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "train_seconds": round(self.train_seconds, 1),
@@ -211,6 +308,7 @@ class TrainResult:
                 "eval_loss": self.eval_history[-1]["eval_loss"] if self.eval_history else None,
                 "resumed_from": self.resumed_from, "stopped_early": self.stopped_early,
                 "real_token_share": round(self.real_token_share, 4),
+                "world_size": self.world_size, "distributed_type": self.distributed_type,
                 "adapter_dir": str(self.adapter_dir)}
 
 
@@ -286,6 +384,11 @@ def auto_padding_free(backend: str, model_type: str) -> bool:
     loss; GPT-OSS (eager attention with sinks) lets packed sequences see each other, so it pads.
     Unsloth is left to pad until its packed path is verified on a GPU."""
     return backend == "transformers" and model_type in ("qwen2", "qwen3", "qwen3_moe")
+
+
+def _has_experts(model) -> bool:
+    config = getattr(model, "config", None)
+    return any(getattr(config, k, None) for k in ("num_experts", "num_local_experts", "n_routed_experts"))
 
 
 def prepare_for_training(model) -> None:
@@ -406,6 +509,9 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         disable_tqdm=True,
         optim="adamw_torch",
         gradient_checkpointing=cfg.gradient_checkpointing and backend != "unsloth",
+        # DDP: every LoRA weight of a dense model gets a gradient each step, so the search for
+        # unused ones is skipped; in a mixture of experts, unrouted experts' weights get none
+        ddp_find_unused_parameters=_has_experts(model),
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
     recorder = _loss_recorder()
@@ -444,7 +550,8 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
     trainer.remove_callback(ProgressCallback)
     model.train()
     t0 = time.time()
-    resume_from = _resumable(output_dir, cfg, rows) if cfg.resume else None
+    with main_process_first():  # old checkpoints are moved aside once, by the main process
+        resume_from = _resumable(output_dir, cfg, rows) if cfg.resume else None
     if resume_from:
         log.info("Resuming from %s", resume_from)
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -453,8 +560,17 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
     model.config.use_cache = True
     getattr(model, "get_base_model", lambda: model)().config.use_cache = True
     adapter_dir = output_dir / "adapter"
-    model.save_pretrained(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
+    world = trainer.args.world_size
+    kind = getattr(trainer.accelerator.distributed_type, "value", str(trainer.accelerator.distributed_type))
+    if world > 1:
+        # every process takes part (FSDP/ZeRO-3 gather the sharded weights); the main one writes
+        trainer.save_model(str(adapter_dir))
+        if trainer.is_world_process_zero():
+            log.info("Saved the adapter in %s (process %d of %d)", adapter_dir,
+                     trainer.args.process_index, world)
+    else:
+        model.save_pretrained(str(adapter_dir))
+        tokenizer.save_pretrained(str(adapter_dir))
     epochs = math.ceil(cfg.epochs)
     tokens = sum(len(r["input_ids"]) for r in rows) * epochs
     trained = sum(sum(1 for x in r["labels"] if x != -100) for r in rows) * epochs
@@ -468,4 +584,5 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
                        eval_history=recorder.eval_history,
                        resumed_from=str(resume_from) if resume_from else None,
                        real_token_share=collator.real_tokens / max(collator.processed_tokens, 1),
+                       world_size=world, distributed_type=kind,
                        stopped_early=out.global_step < trainer.state.max_steps)

@@ -40,3 +40,18 @@ def test_choice_feeds_the_trainer_settings():
     c = auto_configure("qwen3-14b", free_gb=23.5)
     cfg = resolve_config(__import__("helpers.models", fromlist=["x"]).get_profile("qwen3-14b"), **c.overrides())
     assert (cfg.load_in_4bit, cfg.batch_size, cfg.grad_accum, cfg.gradient_checkpointing) == (True, 4, 2, True)
+
+
+def test_suggest_measures_the_data_and_lets_parameters_win(tmp_path):
+    import json
+    from helpers.autoconfig import suggest
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"Question {i}?", "completion": "word " * (10 + i)})
+                              for i in range(20)))
+    auto, settings = suggest("qwen3-14b", path, smoke=True, explicit={"batch_size": 3, "grad_accum": None})
+    assert auto.max_seq_length <= 128 and settings["max_seq_length"] == auto.max_seq_length
+    assert "the data's P95" in str(auto)
+    assert settings["batch_size"] == 3 and settings["grad_accum"] == auto.grad_accum
+    assert "batch_size=3 as given" in str(auto)
+    cfg = resolve_config(__import__("helpers.models", fromlist=["x"]).get_profile("tiny-qwen3"), **settings)
+    assert cfg.batch_size == 3

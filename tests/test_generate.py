@@ -8,6 +8,11 @@ from helpers.generate import answer, strip_reasoning
     ("<think>\nLet me think.\n</think>\n\nParis.", "Paris."),
     ("<think>\n\n</think>\n\nParis.<|im_end|>", "Paris."),
     ("<think>I am still thinking and ran out of tok", ""),
+    # templates that open the think block in the prompt (Qwen3 thinking models): only </think>
+    ("The user asks a capital.\n</think>\n\nParis.<|im_end|>", "Paris."),
+    ("<think>\nA.\n</think>\n\n<think>\nB.\n</think>\n\nParis.", "Paris."),
+    ("<|channel|>analysis<|message|>Capital.<|end|><|start|>assistant<|channel|>final"
+     "<|message|>Paris.<|end|>", "Paris."),
     ("Plain answer.", "Plain answer."),
     ("<|channel|>analysis<|message|>User asks capital.<|end|><|start|>assistant<|channel|>final"
      "<|message|>Paris.<|return|>", "Paris."),

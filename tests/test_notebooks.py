@@ -90,7 +90,9 @@ def test_persona_notebooks_share_one_shape():
     """Generated from one template: the same section headers in every persona notebook, and a
     template value left unfilled is an error."""
     heads = []
-    for rel in notebooks.GENERATED:
+    finetune = [rel for rel, (template, _) in notebooks.GENERATED.items() if template == "persona_finetune.py"]
+    assert len(finetune) >= 4
+    for rel in finetune:
         nb = json.loads((notebooks.NOTEBOOKS_DIR / rel).read_text())
         heads.append([c["source"] for c in nb["cells"] if c["cell_type"] == "markdown"
                       and "".join(c["source"]).startswith("## ")])
@@ -99,29 +101,125 @@ def test_persona_notebooks_share_one_shape():
         notebooks._fill("persona_finetune.py", {"model": "x"})
 
 
+# one notebook also exports, in every format the family has (each export reloaded and asked)
+EXTRA_PARAMS = {"Qwen3_14B_JordanPeterson_FineTuning": {"export": ["adapter", "merged", "gguf"]}}
+
+
+@pytest.fixture(scope="module")
+def jp_runs(tmp_path_factory):
+    """The JordanPeterson fine-tuning notebooks in smoke mode, each run at most once per test
+    session; they share one data folder, and the comparison test reuses their run folders."""
+    work = tmp_path_factory.mktemp("jp")
+    done = {}
+
+    def run(name):
+        if name not in done:
+            params = {"smoke": True, "qa_source": "rule", "sample_book": True, "epochs": 2,
+                      "data_dir": str(work / "data"), "output_dir": str(work / name),
+                      **EXTRA_PARAMS.get(name, {})}
+            out = notebooks.execute(ROOT / "NoteBooks" / "JordanPeterson" / f"{name}.ipynb",
+                                    work / f"{name}.executed.ipynb", params, progress=False)
+            done[name] = (work / name, out)
+        return done[name]
+    run.work = work
+    return run
+
+
+def _outputs(executed):
+    nb = json.loads(executed.read_text())
+    return [o for c in nb["cells"] for o in c.get("outputs", [])]
+
+
+def _text(outputs):
+    return "".join("".join(o.get("text", "")) for o in outputs)
+
+
 @pytest.mark.parametrize("name,recipe", [
     ("Qwen3_14B_JordanPeterson_V2_FineTuning", "v2"),
     ("Qwen3_14B_JordanPeterson_FineTuning", "v1"),
     ("Qwen3_32B_JordanPeterson_FineTuning", "v2"),
     ("GPT_OSS_20B_JordanPeterson_FineTuning", "v1"),
 ])
-def test_persona_notebooks_in_smoke_mode(tmp_path, name, recipe):
-    nb_path = ROOT / "NoteBooks" / "JordanPeterson" / f"{name}.ipynb"
-    params = {"smoke": True, "qa_source": "rule", "sample_book": True, "epochs": 2,
-              "data_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "run")}
-    out = notebooks.execute(nb_path, tmp_path / "executed.ipynb", params, progress=False)
-    record = json.loads((tmp_path / "run" / "run.json").read_text())
+def test_persona_notebooks_in_smoke_mode(jp_runs, name, recipe):
+    run_dir, out = jp_runs(name)
+    record = json.loads((run_dir / "run.json").read_text())
     standin = "tiny-gpt-oss" if name.startswith("GPT_OSS") else "tiny-qwen3"
     assert record["status"] == "finished" and record["model"]["profile"] == standin
     assert record["train"]["steps"] > 0 and record["loss_history"]
     assert record["parameters"]["recipe"] == recipe
     assert record["data"]["truncated"] == 0
     assert len(record["answers"]["tuned_question"]) == 4
-    nb = json.loads(out.read_text())
-    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    outputs = _outputs(out)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
-    text = "".join("".join(o.get("text", "")) for o in outputs)
-    assert "Trained:" in text
+    text = _text(outputs)
+    assert "Trained:" in text and "Auto-configuration:" in text
+    if name in EXTRA_PARAMS:
+        assert {k: v["status"] for k, v in record["exports"].items()} == {
+            "adapter": "ok", "merged": "ok", "gguf": "ok"}
+        assert list((run_dir / "export" / "gguf").glob("*.gguf"))
     if standin == "tiny-qwen3":
         assert "<think>" in text  # the rendered example shows the (untrained) think block
+
+
+COMPARISON = ROOT / "NoteBooks" / "JordanPeterson" / "AllModels_JordanPeterson_Comparison.ipynb"
+
+
+def test_comparison_notebook_on_two_families_and_its_cache(jp_runs):
+    """Base and tuned variants of Qwen3 and GPT-OSS; a second run takes every result from the
+    cache and loads no model."""
+    q3, _ = jp_runs("Qwen3_14B_JordanPeterson_V2_FineTuning")
+    gpt, _ = jp_runs("GPT_OSS_20B_JordanPeterson_FineTuning")
+    work = jp_runs.work
+    params = {"smoke": True, "variants": ["qwen3-14b", "gpt-oss-20b"], "runs": [str(q3), str(gpt)],
+              "data_dir": str(work / "data"), "qa_source": "rule", "sample_book": True,
+              "max_new_tokens": 48, "cache_dir": str(work / "cache")}
+    names = ["Qwen3-14B", "GPT-OSS 20B", "Qwen3-14B V2", "GPT-OSS 20B V1"]
+    first = notebooks.execute(COMPARISON, work / "cmp1.ipynb", {**params, "output_dir": str(work / "cmp1")},
+                              progress=False)
+    doc = json.loads((work / "cmp1" / "comparison.json").read_text())
+    assert doc["status"] == {n: "computed" for n in names}
+    got = {(r["variant"], r["metric"]): r["value"] for r in doc["summary"]}
+    for n in names:
+        for metric in ("tfidf", "delta", "empty_rate", "ngram_overlap", "perplexity", "bits_per_byte"):
+            assert (n, metric) in got, (n, metric)
+        assert got[(n, "perplexity")] > 1
+    assert ("Qwen3-14B V2", "retention") in got and ("Qwen3-14B", "retention") not in got
+    outputs = _outputs(first)
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 6
+    assert "Loaded" in _text(outputs)  # helpers.train logs each model it loads
+
+    second = notebooks.execute(COMPARISON, work / "cmp2.ipynb", {**params, "output_dir": str(work / "cmp2")},
+                               progress=False)
+    doc2 = json.loads((work / "cmp2" / "comparison.json").read_text())
+    assert doc2["status"] == {n: "cache" for n in names}
+    assert doc2["summary"] == doc["summary"]
+    text = _text(_outputs(second))
+    assert "Loaded" not in text and text.count("from the cache") == 4
+
+
+def test_second_persona_pipeline_with_nbconvert(tmp_path):
+    """The sample book's author, as a second persona: data preparation, V2 fine-tuning and the
+    comparison, each run by `jupyter nbconvert --execute` with no parameters (smoke mode and the
+    work folder come from the environment)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "FINETUNING_SMOKE": "1", "FINETUNING_WORKDIR": str(tmp_path)}
+    folder = ROOT / "NoteBooks" / "MarenHolloway"
+    for name in ("MarenHolloway_DataPrep", "Qwen3_14B_MarenHolloway_V2_FineTuning",
+                 "AllModels_MarenHolloway_Comparison"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+             "--ExecutePreprocessor.timeout=900", "--output-dir", str(tmp_path / "executed"),
+             str(folder / f"{name}.ipynb")], env=env, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs = _outputs(tmp_path / "executed" / f"{name}.ipynb")
+        assert not [o for o in outputs if o.get("output_type") == "error"], name
+    record = json.loads((tmp_path / "outputs" / "MarenHolloway-v2-qwen3-14b-smoke" / "run.json").read_text())
+    assert record["status"] == "finished" and record["parameters"]["persona"] == "Maren Holloway"
+    assert (tmp_path / "qa_dataset" / "MarenHolloway" / "v2_train.jsonl").is_file()
+    doc = json.loads((tmp_path / "outputs" / "comparison-MarenHolloway-smoke" / "comparison.json").read_text())
+    assert doc["status"] == {"Qwen3-14B": "computed", "Qwen3-14B V2": "computed"}
+    assert "Maren Holloway" in (doc["system_prompt"] or "")

@@ -38,7 +38,7 @@ batch_size: int = None  # sequences per step (None: profile default)
 grad_accum: int = None  # gradient accumulation steps (None: profile default)
 seed: int = 42  # random seed for LoRA init and data order
 backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth or transformers
-output_dir: str = None  # run folder (None: outputs/mariya-<model used>)
+output_dir: str = None  # run folder (None: outputs/mariya-<model>, plus -smoke in smoke mode)
 smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 
 # %% [markdown]

@@ -37,15 +37,17 @@ batch_size: int = None  # sequences per step (None: profile default)
 grad_accum: int = None  # gradient accumulation steps (None: profile default)
 seed: int = 42  # random seed for LoRA init and data order
 backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth or transformers
+auto: bool = True  # choose 4-bit or 16-bit, batch x accumulation, checkpointing and max length from free memory and the data; explicit values above win
+export: list = []  # also export after training: adapter, merged, gguf (each reloaded and asked a question)
 fallback: bool = True  # on out-of-memory step down (shorter sequences, batch 1, lighter models); False stops and says what to set
-output_dir: str = None  # run folder (None: outputs/<persona>-<recipe>-<model used>)
+output_dir: str = None  # run folder (None: outputs/<persona>-<recipe>-<model>, plus -smoke in smoke mode)
 smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 
 # %% [markdown]
 # ## Setup
 
 # %%
-from helpers import dataprep, finetune, memory, notebook, persona as personas
+from helpers import autoconfig, dataprep, finetune, memory, notebook, persona as personas
 
 notebook.setup()
 notebook.environment()
@@ -59,19 +61,32 @@ notebook.environment()
 persona = personas.load(persona_dir, qa_source=qa_source)
 sets = dataprep.training_sets(persona, recipe, sample_book=sample_book, model=model, smoke=smoke,
                               folder=notebook.path(data_dir))
+sets.table()
+
+# %% [markdown]
+# ## Settings
+# Auto-configuration measures the training set's token lengths and the GPU's free memory and
+# picks the memory settings, each with its reason; a parameter you set wins over it. Then every
+# setting after profile defaults, auto-configuration and parameters are combined.
+
+# %%
+memory_settings = dict(max_seq_length=max_seq_length, batch_size=batch_size, grad_accum=grad_accum)
+if auto:
+    auto_choice, memory_settings = autoconfig.suggest(model, sets.files[recipe], smoke=smoke,
+                                                      explicit=memory_settings)
+    print(f"Auto-configuration: {auto_choice}")
 run = finetune.FineTuneRun.start(
     model=model, output_dir=notebook.path(output_dir), name=f"{persona.slug}-{recipe}", smoke=smoke,
     system_prompt=persona.system_prompt,
-    parameters={"persona": persona.name, "recipe": recipe, "data": str(sets.files[recipe])},
-    epochs=epochs, learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha,
-    max_seq_length=max_seq_length, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
-    backend=backend)
+    parameters={"persona": persona.name, "recipe": recipe, "data": str(sets.files[recipe]), "auto": auto},
+    epochs=epochs, learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha, seed=seed,
+    backend=backend, **memory_settings)
 dataset = run.load_data(sets.files[recipe], allow_duplicates=True)  # V1 prompts rotate by design
 print(f"{len(dataset)} {recipe.upper()} examples from {sets.files[recipe]}")
-notebook.preview_data(dataset, 3)
+notebook.settings_table(run)
 
 # %%
-notebook.settings_table(run)
+notebook.preview_data(dataset, 3)
 
 # %% [markdown]
 # ## Model and training
@@ -110,6 +125,13 @@ finetune.before_after_table(persona.questions, run.answers["base_question"], run
 run.finish()
 print(f"Run folder: {run.output_dir}")
 notebook.files_table(run.output_dir)
+
+# %% [markdown]
+# ## Export
+# What the `export` parameter asks for, each format reloaded and asked the first question.
+
+# %%
+finetune.export_table(run, export, persona.questions[0])
 
 # %%
 notebook.run_summary(run)

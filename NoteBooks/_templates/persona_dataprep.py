@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Jordan Peterson: books to training data
+# # {{persona_name}}: books to training data
 #
 # This notebook turns the persona's books into the training sets the fine-tuning notebooks use:
 # clean passages (running headers, page numbers and front matter removed), whole chapters held
@@ -22,9 +22,11 @@
 # Settings come from `persona.toml` beside this notebook; the parameters below override them
 # (`None` keeps the config's value). Without books in the persona's folder it runs on the
 # project's own sample book; without an API key use `qa_source="rule"` (labelled as such).
+#
+# *Generated from `NoteBooks/_templates/persona_dataprep.py` by `make notebooks`.*
 
 # %% tags=["parameters"]
-persona_dir: str = "NoteBooks/JordanPeterson"  # persona folder holding persona.toml (relative to the project root)
+persona_dir: str = "{{persona_dir}}"  # persona folder holding persona.toml (relative to the project root)
 books: str = None  # folder of the persona's books (None: persona.toml's)
 sample_book: bool = None  # True: the project's sample book; None: only when the books folder is empty
 qa_source: str = None  # anthropic, local or rule (None: persona.toml's)

@@ -1,0 +1,139 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # {{persona_name}}: every model, base and tuned, compared
+#
+# Each variant (a base model, or a base model plus the adapter a fine-tuning notebook saved) is
+# asked the same prompts with the same system prompt and the same decoding. Reasoning (Qwen3
+# think blocks, the GPT-OSS analysis channel) is stripped by one function before anything is
+# scored, and empty answers are counted, never dropped. Perplexity is measured on the held-out
+# chapters saved before training, which no adapter has seen. Intervals are 95% bootstrap
+# intervals over prompts: with a few dozen prompts, differences inside them are noise.
+#
+# One variant at a time: load, generate, score, free the memory, cache the result in
+# `comparison_cache_all_models/`. A rerun reuses every entry whose prompts, settings and adapter
+# are unchanged, and recomputes the others.
+#
+# *Generated from `NoteBooks/_templates/persona_comparison.py` by `make notebooks`.* Without a
+# GPU run it in smoke mode (`-p smoke True`): every model is replaced by its family's stand-in.
+
+# %% tags=["parameters"]
+persona_dir: str = "{{persona_dir}}"  # persona folder holding persona.toml (relative to the project root)
+variants: list = {{variants}}  # one per variant: a base model, model:recipe (that notebook's run), or a run folder
+runs: list = []  # more run folders to compare (e.g. sweep points)
+data_dir: str = None  # folder of the training sets and held-out split (None: qa_dataset/<Persona>)
+qa_source: str = None  # anthropic, local or rule, if the training sets must be made (None: persona.toml's)
+sample_book: bool = None  # True: the project's sample book; None: only when the persona has no books
+system_prompt: str = "persona"  # persona (the persona prompt for every model) or none (no system prompt for any)
+decoding: str = "greedy"  # greedy, or sampled with each family's recommended settings
+max_new_tokens: int = None  # answer length cap in tokens (None: the family's default)
+retention: bool = True  # also ask general questions whose answers should not change
+cache_dir: str = None  # per-variant results (None: comparison_cache_all_models in the project root)
+output_dir: str = None  # where the tables go (None: outputs/comparison-<Persona>, plus -smoke in smoke mode)
+smoke: bool = None  # True: tiny stand-ins on CPU; None: read FINETUNING_SMOKE
+
+# %% [markdown]
+# ## Setup
+
+# %%
+from helpers import compare, compare_plots, dataprep, notebook, persona as personas
+
+notebook.setup()
+notebook.environment()
+
+# %% [markdown]
+# ## Data
+# The author's text: the held-out passages (perplexity) and the training passages (style and
+# memorisation references). Made from the books if the persona's sets are not there yet.
+
+# %%
+persona = personas.load(persona_dir, qa_source=qa_source)
+sets = dataprep.training_sets(persona, "v1", sample_book=sample_book, smoke=smoke,
+                              folder=notebook.path(data_dir))
+texts = compare.Texts.from_sets(sets.folder)
+print(f"{len(texts.heldout)} held-out passages, {len(texts.training)} training passages, from {sets.folder}")
+notebook.table([{"prompt": p} for p in persona.comparison_prompts])
+
+# %% [markdown]
+# ## Evaluate every variant
+# A variant whose adapter is missing is listed and skipped (run its fine-tuning notebook first).
+
+# %%
+chosen = compare.variants(persona, list(variants) + list(runs), smoke=smoke)
+settings = compare.Settings(system_prompt=system_prompt, decoding=decoding,
+                            max_new_tokens=max_new_tokens, retention=retention)
+result = compare.run(chosen, prompts=persona.comparison_prompts, persona_prompt=persona.system_prompt,
+                     texts=texts, settings=settings, cache_dir=notebook.path(cache_dir), on_event=print)
+result.variants_table()
+
+# %% [markdown]
+# ## Summary
+# Per variant: the estimate and its 95% interval over prompts. `delta` is Burrows' Delta to the
+# author (lower is closer); `longest_copy_share` and `ngram_overlap` measure copying from the
+# training passages (lower: written, not recited); `empty_rate` counts answers with no text.
+
+# %%
+summary = result.summary()
+result.table()
+
+# %%
+compare_plots.grouped_bars(summary, ["tfidf", "delta", "words", "empty_rate", "ngram_overlap", "perplexity"])
+
+# %% [markdown]
+# ## What changed from each base model
+# Paired over the same prompts: the tuned variant minus its own base model, with a paired
+# bootstrap interval.
+
+# %%
+per_prompt = result.per_prompt()
+compare_plots.format_delta_table(compare_plots.delta_table(
+    per_prompt, ["tfidf", "delta", "words", "type_token_ratio", "ngram_overlap"]))
+
+# %%
+compare_plots.progression(summary, "tfidf")
+
+# %%
+compare_plots.radar(summary, ["tfidf", "delta", "type_token_ratio", "ngram_overlap", "perplexity"])
+
+# %% [markdown]
+# ## Answers
+# Length per prompt (empty answers marked), the author's keywords in each variant's answers,
+# and the answers themselves.
+
+# %%
+compare_plots.prompt_lengths(per_prompt)
+
+# %%
+compare_plots.keyword_heatmap(result.keywords())
+
+# %%
+compare_plots.word_clouds(result.answers(), bases=result.bases())
+
+# %%
+result.answers_table()
+
+# %% [markdown]
+# ## Retention
+# General questions whose answers fine-tuning should not change (`retention` in the summary is
+# the word overlap with the base model's answer, 1.0 = unchanged).
+
+# %%
+result.retention()
+
+# %% [markdown]
+# ## Save
+
+# %%
+out = notebook.path(output_dir) or compare.default_output_dir(persona, smoke)
+print(f"Saved {result.save(out)}")
+notebook.files_table(out)
