@@ -1,6 +1,7 @@
 """The notebooks: generated from their sources, and executed headless on the stand-ins."""
 
 import json
+import re
 
 import pytest
 
@@ -189,6 +190,7 @@ def test_comparison_notebook_on_two_families_and_its_cache(jp_runs):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 6
     assert "Loaded" in _text(outputs)  # helpers.train logs each model it loads
+    assert re.search(r"LLM judge: \d+ requests", _text(outputs))  # the cost is shown; judge=False asks nothing
 
     second = notebooks.execute(COMPARISON, work / "cmp2.ipynb", {**params, "output_dir": str(work / "cmp2")},
                                progress=False)

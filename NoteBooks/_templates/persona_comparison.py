@@ -38,6 +38,8 @@ system_prompt: str = "persona"  # persona (the persona prompt for every model) o
 decoding: str = "greedy"  # greedy, or sampled with each family's recommended settings
 max_new_tokens: int = None  # answer length cap in tokens (None: the family's default)
 retention: bool = True  # also ask general questions whose answers should not change
+judge: bool = False  # ask Claude which answer sounds more like the persona (blind, both orders; needs ANTHROPIC_API_KEY)
+judge_budget_usd: float = 1.0  # stop judging before spending more
 cache_dir: str = None  # per-variant results (None: comparison_cache_all_models in the project root)
 output_dir: str = None  # where the tables go (None: outputs/comparison-<Persona>, plus -smoke in smoke mode)
 smoke: bool = None  # True: tiny stand-ins on CPU; None: read FINETUNING_SMOKE
@@ -47,6 +49,7 @@ smoke: bool = None  # True: tiny stand-ins on CPU; None: read FINETUNING_SMOKE
 
 # %%
 from helpers import compare, compare_plots, dataprep, notebook, persona as personas
+from helpers import judge as llm_judge
 
 notebook.setup()
 notebook.environment()
@@ -129,6 +132,23 @@ result.answers_table()
 
 # %%
 result.retention()
+
+# %% [markdown]
+# ## LLM judge (optional)
+# Each tuned model against its own base, prompt by prompt: Claude sees the persona, the question
+# and two unnamed answers, twice with the order swapped. The cost is shown first; it runs only
+# with `judge=True`. `win_rate` counts ties as half; `consistency` is the share of prompts where
+# both orders agree; `position_bias` near 0.5 means the judge did not favour the first answer.
+
+# %%
+to_judge = llm_judge.pairs(result.answers(), result.prompts, result.bases())
+print(llm_judge.estimate(to_judge, persona_name=persona.name, persona_description=persona.system_prompt))
+verdicts = None
+if judge:
+    verdicts = llm_judge.run(to_judge, persona_name=persona.name, persona_description=persona.system_prompt,
+                             budget_usd=judge_budget_usd, progress=True)
+    print(verdicts.summary())
+verdicts.table() if verdicts else "judge=False: not run"
 
 # %% [markdown]
 # ## Save
