@@ -84,6 +84,8 @@ result.variants_table()
 # Per variant: the estimate and its 95% interval over prompts. `delta` is Burrows' Delta to the
 # author (lower is closer); `longest_copy_share` and `ngram_overlap` measure copying from the
 # training passages (lower: written, not recited); `empty_rate` counts answers with no text.
+# Perplexity is per token, and the families' tokenizers differ: compare it within a family only.
+# Bits per byte does not depend on the tokenizer and compares across families.
 
 # %%
 summary = result.summary()
