@@ -5,7 +5,7 @@
 
 PY := .venv/bin/python
 
-.PHONY: demo test setup notebooks clean-outputs bench
+.PHONY: demo test setup notebooks clean-outputs bench sweep
 
 setup:
 	@bash scripts/setup_venv.sh
@@ -18,6 +18,14 @@ test: setup
 
 notebooks: setup
 	@$(PY) -m helpers.notebooks
+
+# make sweep: a notebook over a grid of its parameters into outputs/sweeps/<name>/ (resumable;
+# run it again to finish what is missing). Without nvidia-smi every point runs in smoke mode.
+# Another grid: make sweep SWEEP="NOTEBOOK --name NAME --grid lora_r=8,16 --set epochs=2"
+SWEEP ?= NoteBooks/Mariya/Qwen2.5_3B_Mariya_FineTuning.ipynb --name mariya-r-lr \
+	--grid lora_r=16,32 --grid learning_rate=0.002,0.005
+sweep: setup
+	@$(PY) -m helpers.sweep $(SWEEP) $(if $(shell command -v nvidia-smi),,--set smoke=True)
 
 bench: setup
 	@$(PY) bench/masking_bench.py

@@ -126,7 +126,7 @@ def generate(check: bool = False) -> list[Path]:
 
 
 def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any],
-            *, timeout: int = 1800, progress: bool = True, log_output: bool = False) -> Path:
+            *, timeout: int | None = 1800, progress: bool = True, log_output: bool = False) -> Path:
     """Run a notebook headless with papermill; returns the executed notebook's path.
     ``log_output`` echoes the cells' output (progress lines) to this terminal as they run."""
     import papermill as pm

@@ -334,6 +334,21 @@ def _loss_recorder():
     return LossRecorder()
 
 
+def _restore_history(recorder, log_history: Sequence[dict]) -> None:
+    """After a resume: the whole run's losses (the checkpoint's logged ones, then this session's),
+    so that the loss curve and the final loss cover the run and not only its last part."""
+    seen = {h["step"] for h in recorder.history}
+    seen_eval = {h["step"] for h in recorder.eval_history}
+    old = [{"step": e["step"], "epoch": round(e.get("epoch") or 0, 3), "loss": round(float(e["loss"]), 5),
+            "learning_rate": e.get("learning_rate")}
+           for e in log_history if "loss" in e and e.get("step") not in seen]
+    old_eval = [{"step": e["step"], "epoch": round(e.get("epoch") or 0, 3),
+                 "eval_loss": round(float(e["eval_loss"]), 5)}
+                for e in log_history if "eval_loss" in e and e.get("step") not in seen_eval]
+    recorder.history[:0] = old
+    recorder.eval_history[:0] = old_eval
+
+
 def _progress_logger(parts: int = 10):
     """Logs about ``parts`` progress lines per run: step, epoch, loss, elapsed and time left."""
     from transformers import TrainerCallback
@@ -556,6 +571,8 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         log.info("Resuming from %s", resume_from)
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
+    if resume_from:  # the losses logged before the checkpoint come back from its trainer state
+        _restore_history(recorder, trainer.state.log_history)
     model.eval()
     model.config.use_cache = True
     getattr(model, "get_base_model", lambda: model)().config.use_cache = True

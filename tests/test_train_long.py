@@ -102,3 +102,18 @@ def test_gradient_checkpointing_trains_lora(random_standin, tmp_path):
     result = train(model, tok, _rows(tok, 4), cfg, tmp_path)
     assert result.steps == 2
     assert any((before[k] != v.detach()).any() for k, v in model.named_parameters() if k in before)
+
+
+def test_resuming_a_finished_run_keeps_its_loss_history(random_standin, tmp_path):
+    """Rerunning a finished run resumes from its last checkpoint and trains nothing more; the
+    record still has the whole loss curve and the real final loss (not 0.0)."""
+    choice = models.choose(str(random_standin("qwen2.5")))
+    cfg = resolve_config(choice.profile, epochs=2, batch_size=2, logging_steps=1, report_to="none")
+    model, tok = load_model(choice, backend="transformers")
+    rows = _rows(tok, 4)
+    first = train(add_lora(model, cfg), tok, rows, cfg, tmp_path)
+    model, tok = load_model(choice, backend="transformers")
+    again = train(add_lora(model, cfg), tok, rows, cfg, tmp_path)
+    assert again.resumed_from and again.steps == first.steps == 4
+    assert [h["step"] for h in again.loss_history] == [h["step"] for h in first.loss_history] == [1, 2, 3, 4]
+    assert again.final_loss == pytest.approx(first.final_loss) and again.final_loss > 0
