@@ -13,12 +13,51 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class UnknownParameterError(ValueError):
+    """papermill was given a parameter the notebook's parameters cell does not define."""
+
+
+def _assigned(source: str) -> list[str]:
+    import ast
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def check_parameters(history: list[str] | None = None) -> None:
+    """Refuse parameters the notebook does not have. papermill only warns about an unknown name
+    and runs on with the default, so a typo (``-p learning_rat 1e-4``) would silently train with
+    other settings. Reads the cells run so far: papermill's injected cell (it starts with
+    ``# Parameters``) against the parameters cell run just before it."""
+    if history is None:
+        try:
+            history = list(get_ipython().user_ns.get("In", []))  # noqa: F821 (IPython only)
+        except NameError:
+            return
+    for i, cell in enumerate(history):
+        if cell.lstrip().startswith("# Parameters") and i > 0:
+            known = _assigned(history[i - 1])
+            unknown = [n for n in _assigned(cell) if n not in known]
+            if known and unknown:
+                raise UnknownParameterError(
+                    f"Unknown parameter(s) {', '.join(unknown)}: this notebook's parameters are "
+                    f"{', '.join(known)}. Fix the name (papermill --help-notebook lists them).")
+
+
 def setup(level: int = logging.INFO) -> Path:
-    """Configure a notebook for readable output; returns the project root.
+    """Configure a notebook for readable output; returns the project root. Stops on a papermill
+    parameter the notebook does not define (:func:`check_parameters`).
 
     helpers' own progress messages are shown; library chatter (transformers, datasets, httpx
     and the usual deprecation warnings) is not. Progress bars are left to the helpers' live plots.
     """
+    check_parameters()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

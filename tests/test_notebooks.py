@@ -225,3 +225,17 @@ def test_second_persona_pipeline_with_nbconvert(tmp_path):
     doc = json.loads((tmp_path / "outputs" / "comparison-MarenHolloway-smoke" / "comparison.json").read_text())
     assert doc["status"] == {"Qwen3-14B": "computed", "Qwen3-14B V2": "computed"}
     assert "Maren Holloway" in (doc["system_prompt"] or "")
+
+
+def test_an_unknown_parameter_stops_the_notebook(tmp_path):
+    from helpers.notebook import UnknownParameterError, check_parameters
+    params = 'model: str = "x"  # a model\nepochs: float = None  # passes\n'
+    check_parameters(["import os", params, "# Parameters\nepochs = 2\n"])  # known: fine
+    with pytest.raises(UnknownParameterError, match="Unknown parameter.*learning_rat: .*model, epochs"):
+        check_parameters(["import os", params, "# Parameters\nlearning_rat = 0.1\nepochs = 2\n"])
+    check_parameters([params])  # nothing injected (JupyterLab, nbconvert): nothing to check
+    # in a real kernel: papermill only warns about the name; the setup cell stops the run
+    import papermill
+    with pytest.raises(papermill.PapermillExecutionError, match="UnknownParameterError"):
+        notebooks.execute(MARIYA, tmp_path / "bad.ipynb", {"smoke": True, "learning_rat": 0.1},
+                          progress=False)
