@@ -4,8 +4,9 @@ The config holds the persona's name, its books folder, the system prompt and the
 nothing in the code is specific to one author. Add a persona by copying a folder's
 ``persona.toml`` into ``NoteBooks/<NewPersona>/`` and pointing ``books`` at other books.
 
-Settings resolve as: built-in defaults, then ``persona.toml``, then notebook parameters
-(``None`` keeps the value before it). An unknown key is an error that lists the known ones.
+Settings resolve as: built-in defaults (for training: the model profile's), then
+``persona.toml`` (``[data]``, ``[train]``), then notebook parameters (``None`` keeps the value
+before it). An unknown key is an error that lists the known ones.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ from helpers.notebook import ROOT
 
 class PersonaError(ValueError):
     """A persona.toml is missing or has an unknown or badly typed setting."""
+
+
+#: what a persona.toml ``[train]`` table may set (the fine-tuning notebooks' parameters)
+TRAIN_KEYS = ("epochs", "learning_rate", "lora_r", "lora_alpha", "max_seq_length", "batch_size",
+              "grad_accum", "seed")
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,16 @@ class Persona:
     questions: tuple[str, ...] = ()
     #: more prompts for the model comparison (asked after ``questions``), for tighter intervals
     compare_prompts: tuple[str, ...] = ()
+    #: training settings from ``[train]`` (between the profile's defaults and the parameters)
+    train: dict = field(default_factory=dict)
+
+    def train_settings(self, **parameters: Any) -> dict[str, Any]:
+        """Training settings for a run: each parameter given (not None) wins, else the
+        ``[train]`` value of persona.toml, else None (the model profile's default)."""
+        unknown = sorted(set(parameters) - set(TRAIN_KEYS))
+        if unknown:
+            raise PersonaError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(TRAIN_KEYS)}.")
+        return {k: (v if v is not None else self.train.get(k)) for k, v in parameters.items()}
 
     @property
     def comparison_prompts(self) -> tuple[str, ...]:
@@ -80,14 +96,17 @@ def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
     except tomllib.TOMLDecodeError as e:
         raise PersonaError(f"{path}: not valid TOML ({e}).") from e
     data_raw = raw.pop("data", {})
+    train_raw = raw.pop("train", {})
     top_known = {"name", "books", "system_prompt", "questions", "compare_prompts"}
     data_known = {f.name for f in dataclasses.fields(DataSettings)}
-    unknown = sorted(set(raw) - top_known) + [f"data.{k}" for k in sorted(set(data_raw) - data_known)]
+    unknown = (sorted(set(raw) - top_known) + [f"data.{k}" for k in sorted(set(data_raw) - data_known)]
+               + [f"train.{k}" for k in sorted(set(train_raw) - set(TRAIN_KEYS))])
     bad_over = sorted(set(overrides) - top_known - data_known)
     if unknown or bad_over:
         raise PersonaError(
             f"{path}: unknown setting(s) {', '.join(unknown + bad_over)}. Known: "
-            f"{', '.join(sorted(top_known))}, and under [data]: {', '.join(sorted(data_known))}.")
+            f"{', '.join(sorted(top_known))}; under [data]: {', '.join(sorted(data_known))}; "
+            f"under [train]: {', '.join(TRAIN_KEYS)}.")
     lists = {}
     for key in ("questions", "compare_prompts"):
         value = raw.get(key, [])
@@ -109,4 +128,5 @@ def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
     return Persona(name=raw["name"], folder=folder,
                    books=books if books.is_absolute() else ROOT / books,
                    system_prompt=over.get("system_prompt", raw["system_prompt"]).strip(), data=data,
-                   questions=lists["questions"], compare_prompts=lists["compare_prompts"])
+                   questions=lists["questions"], compare_prompts=lists["compare_prompts"],
+                   train=dict(train_raw))

@@ -36,3 +36,18 @@ def test_bad_configs_are_named(tmp_path, body, match):
 def test_missing_config_says_what_to_copy(tmp_path):
     with pytest.raises(persona.PersonaError, match="Copy NoteBooks/JordanPeterson/persona.toml"):
         persona.load(tmp_path)
+
+
+def test_train_settings_sit_between_the_profile_and_the_parameters(tmp_path):
+    folder = tmp_path / "P"
+    folder.mkdir()
+    (folder / "persona.toml").write_text('name = "P"\nbooks = "b"\nsystem_prompt = "s"\n'
+                                         '[train]\nlearning_rate = 1e-4\nlora_r = 8\n')
+    p = persona.load(folder)
+    got = p.train_settings(learning_rate=None, lora_r=64, epochs=None)
+    assert got == {"learning_rate": 1e-4, "lora_r": 64, "epochs": None}  # None: the profile's
+    with pytest.raises(persona.PersonaError, match="unknown training setting.*lr"):
+        p.train_settings(lr=1)
+    (folder / "persona.toml").write_text('name = "P"\nbooks = "b"\nsystem_prompt = "s"\n[train]\nlr = 1\n')
+    with pytest.raises(persona.PersonaError, match=r"train\.lr.*under \[train\]: epochs"):
+        persona.load(folder)

@@ -28,13 +28,13 @@ recipe: str = "{{recipe}}"  # v1 (passage completion) or v2 (synthetic questions
 qa_source: str = None  # anthropic, local or rule, if the training sets must be made (None: persona.toml's)
 sample_book: bool = None  # True: the project's sample book; None: only when the persona has no books
 data_dir: str = None  # folder of the training sets (None: qa_dataset/<Persona>)
-epochs: float = {{epochs}}  # passes over the data (None: profile default)
-learning_rate: float = None  # peak learning rate (None: profile default)
-lora_r: int = {{lora_r}}  # LoRA rank (None: profile default)
-lora_alpha: int = {{lora_alpha}}  # LoRA alpha (None: profile default)
-max_seq_length: int = None  # longest example in tokens (None: profile default)
-batch_size: int = None  # sequences per step (None: profile default)
-grad_accum: int = None  # gradient accumulation steps (None: profile default)
+epochs: float = {{epochs}}  # passes over the data (None: persona.toml [train], else the profile default)
+learning_rate: float = None  # peak learning rate (None: persona.toml [train], else the profile default)
+lora_r: int = {{lora_r}}  # LoRA rank (None: persona.toml [train], else the profile default)
+lora_alpha: int = {{lora_alpha}}  # LoRA alpha (None: persona.toml [train], else the profile default)
+max_seq_length: int = None  # longest example in tokens (None: persona.toml [train], else the profile default)
+batch_size: int = None  # sequences per step (None: persona.toml [train], else the profile default)
+grad_accum: int = None  # gradient accumulation steps (None: persona.toml [train], else the profile default)
 seed: int = 42  # random seed for LoRA init and data order
 backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth or transformers
 auto: bool = True  # choose 4-bit or 16-bit, batch x accumulation, checkpointing and max length from free memory and the data; explicit values above win
@@ -66,21 +66,22 @@ sets.table()
 # %% [markdown]
 # ## Settings
 # Auto-configuration measures the training set's token lengths and the GPU's free memory and
-# picks the memory settings, each with its reason; a parameter you set wins over it. Then every
-# setting after profile defaults, auto-configuration and parameters are combined.
+# picks the memory settings, each with its reason; a value set in persona.toml `[train]` or as a
+# parameter wins over it. Then every setting, as combined: profile defaults, persona.toml,
+# auto-configuration, parameters.
 
 # %%
-memory_settings = dict(max_seq_length=max_seq_length, batch_size=batch_size, grad_accum=grad_accum)
+settings = persona.train_settings(epochs=epochs, learning_rate=learning_rate, lora_r=lora_r,
+                                  lora_alpha=lora_alpha, max_seq_length=max_seq_length,
+                                  batch_size=batch_size, grad_accum=grad_accum, seed=seed)
 if auto:
-    auto_choice, memory_settings = autoconfig.suggest(model, sets.files[recipe], smoke=smoke,
-                                                      explicit=memory_settings)
+    auto_choice, settings = autoconfig.suggest(model, sets.files[recipe], smoke=smoke, explicit=settings)
     print(f"Auto-configuration: {auto_choice}")
 run = finetune.FineTuneRun.start(
     model=model, output_dir=notebook.path(output_dir), name=f"{persona.slug}-{recipe}", smoke=smoke,
     system_prompt=persona.system_prompt,
     parameters={"persona": persona.name, "recipe": recipe, "data": str(sets.files[recipe]), "auto": auto},
-    epochs=epochs, learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha, seed=seed,
-    backend=backend, **memory_settings)
+    backend=backend, **settings)
 dataset = run.load_data(sets.files[recipe], allow_duplicates=True)  # V1 prompts rotate by design
 print(f"{len(dataset)} {recipe.upper()} examples from {sets.files[recipe]}")
 notebook.settings_table(run)
