@@ -14,7 +14,7 @@ demo: setup
 	@$(PY) -m helpers.demo
 
 test: setup
-	@$(PY) -m pytest -q tests
+	@$(PY) -m pytest -q --durations=25 tests
 
 notebooks: setup
 	@$(PY) -m helpers.notebooks
