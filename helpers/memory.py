@@ -195,14 +195,14 @@ def preload_check(profile: ModelProfile | ModelChoice | str, load_in_4bit: bool 
                     + (" (a stand-in runs on the CPU)." if p.is_standin else
                        f" (it needs about {needed:.1f} GiB; loading it stops at the no-GPU check "
                        "unless smoke mode is on)."))
-            log.info(note)
+            log.debug(note)  # callers show the verdict; loading checks again, so no log spam
             return PreloadVerdict(True, needed, None, note)
     at = (f"{mode}, at its defaults max_seq_length {p.max_seq_length}, batch_size "
           f"{p.train.batch_size} x grad_accum {p.train.grad_accum}")
     if needed <= free_gb:
         msg = (f"{p.display_name} needs about {needed:.1f} GiB of GPU memory ({at}); "
                f"{free_gb:.1f} GiB is free: it should fit ({free_gb - needed:.1f} GiB to spare).")
-        log.info(msg)
+        log.debug(msg)
         return PreloadVerdict(True, needed, free_gb, msg)
 
     tips: list[str] = []
