@@ -58,6 +58,14 @@ def bare_sdk(client, ps: list[Passage], concurrency: int) -> float:
         return time.perf_counter() - t0
 
 
+def timed_run(url, ps, cache, client, concurrency):
+    """One question run against the fake server: (result, seconds, API calls it made)."""
+    reset(url)
+    t0 = time.perf_counter()
+    res = qa.generate_questions(ps, cache, client=client, concurrency=concurrency, progress=False)
+    return res, time.perf_counter() - t0, stats(url).get("messages", 0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--passages", type=int, default=256)
@@ -82,19 +90,9 @@ def main() -> None:
             sdk = bare_sdk(client, ps, c)
             with tempfile.TemporaryDirectory() as tmp:
                 cache = Path(tmp) / "bench.jsonl"
-                reset(url)
-                t0 = time.perf_counter()
-                res = qa.generate_questions(ps, cache, client=client, concurrency=c,
-                                            progress=False)
-                wall = time.perf_counter() - t0
-                calls = stats(url).get("messages", 0)
+                res, wall, calls = timed_run(url, ps, cache, client, c)
                 assert res.complete and res.asked == args.passages, res.summary()
-                reset(url)
-                t0 = time.perf_counter()
-                again = qa.generate_questions(ps, cache, client=client, concurrency=c,
-                                              progress=False)
-                rerun = time.perf_counter() - t0
-                rerun_calls = stats(url).get("messages", 0)
+                again, rerun, rerun_calls = timed_run(url, ps, cache, client, c)  # all cached
                 assert again.reused == args.passages
             print(f"{c:4d} {ideal:8.2f} {wall:7.2f} {ideal / wall:9.2f} {sdk:7.2f} "
                   f"{ideal / sdk:10.2f} {calls:6d} {rerun:8.2f} {rerun_calls:12d}")

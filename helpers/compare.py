@@ -105,9 +105,8 @@ def _display(model: str) -> str:
 def variant_from_run(run_dir: str | Path, name: str | None = None) -> Variant:
     """A tuned variant from a run folder: its run.json says which model ran (after any
     out-of-memory fallback) and with which recipe."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_absolute():
-        run_dir = ROOT / run_dir
+    from helpers.notebook import path
+    run_dir = path(run_dir)
     record_path = run_dir / "run.json"
     if not record_path.is_file():
         raise CompareError(f"{run_dir} has no run.json: name a run folder a fine-tuning notebook "

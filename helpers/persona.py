@@ -84,9 +84,8 @@ class Persona:
 def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
     """Read ``folder/persona.toml`` and apply ``overrides`` (data settings or ``books`` /
     ``system_prompt``; ``None`` values are ignored)."""
-    folder = Path(folder)
-    if not folder.is_absolute():
-        folder = ROOT / folder
+    from helpers.notebook import path as project_path
+    folder = project_path(folder)
     path = folder / "persona.toml"
     if not path.is_file():
         raise PersonaError(f"No persona config at {path}. Copy NoteBooks/JordanPeterson/persona.toml "

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import anthropic
 import pytest
 
-from fake_anthropic import FakeAnthropic
-from helpers import judge, qa_api
+from anthropic_fixtures import FAKE_KEY, client, fake, no_credentials  # noqa: F401 (fixtures)
+from helpers import judge
 
-FAKE_KEY = "sk-ant-FAKE-KEY-judge-7f3a9c"
 PERSONA = {"persona_name": "Mariya",
            "persona_description": "You are Mariya, keeper of the harbour lamp. Speak plainly."}
 PROMPTS = ["What do you do at night?", "Who taught you the lamp?", "What is the sea like?"]
@@ -20,25 +18,6 @@ ANSWERS = {
     V2: [f"Tuned two {i}: my grandmother's lamp still burns over the harbour." for i in range(3)],
 }
 AGAINST = {BASE: BASE, V1: BASE, V2: BASE}          # what Comparison.bases() returns
-
-
-@pytest.fixture(autouse=True)
-def no_credentials(monkeypatch):
-    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(qa_api, "_dotenv_files", lambda: [])
-
-
-@pytest.fixture
-def fake():
-    server = FakeAnthropic().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(fake):
-    return anthropic.Anthropic(api_key=FAKE_KEY, base_url=fake.url, max_retries=0, timeout=10)
 
 
 def prefer_tuned(fake):

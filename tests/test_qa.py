@@ -18,13 +18,12 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from fake_anthropic import FakeAnthropic
+from anthropic_fixtures import FAKE_KEY, client, fake, no_credentials  # noqa: F401 (fixtures)
 from helpers import qa, qa_api
 from helpers.passage import Passage
 from helpers.qa_cache import read_sidecar, sidecar_path
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_KEY = "sk-ant-FAKE-KEY-d0-not-leak-7f3a9c"
 
 
 def make_passages(k: int, tag: str = "") -> list[Passage]:
@@ -36,26 +35,6 @@ def make_passages(k: int, tag: str = "") -> list[Passage]:
 
 def lines(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines()]
-
-
-@pytest.fixture(autouse=True)
-def no_credentials(monkeypatch):
-    """Nothing from the developer's environment or .env files leaks into these tests."""
-    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(qa_api, "_dotenv_files", lambda: [])
-
-
-@pytest.fixture
-def fake():
-    server = FakeAnthropic().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(fake):
-    return anthropic.Anthropic(api_key=FAKE_KEY, base_url=fake.url, max_retries=0, timeout=10)
 
 
 def gen(passages, cache, client, **kw):
