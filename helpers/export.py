@@ -220,6 +220,11 @@ def export_gguf(merged_dir: str | os.PathLike, out_path: str | os.PathLike,
     ``auto`` uses ours where it applies and Unsloth's for other models on a CUDA machine with
     Unsloth, and otherwise raises ``NotImplementedError`` saying what to use. ``name`` is the
     GGUF's ``general.name`` (default: the merged folder's name).
+
+    Returns the file written. Unsloth writes GPT-OSS in MXFP4 whatever ``outtype`` says; the file
+    is then named ``...-mxfp4.gguf`` (the ``-<outtype>`` part of the name follows
+    :func:`gguf_weight_type`). A llama.cpp install, build or conversion failure in Unsloth's
+    saver raises ``RuntimeError``.
     """
     if outtype not in GGUF_OUTTYPES:
         raise ValueError(f"outtype={outtype!r} is not one of {', '.join(GGUF_OUTTYPES)}.")
@@ -235,7 +240,7 @@ def export_gguf(merged_dir: str | os.PathLike, out_path: str | os.PathLike,
     model_type = _read_json(merged_dir / "config.json").get("model_type", "")
     builtin = model_type in GGUF_ARCH_FOR_MODEL_TYPE
     if backend == "unsloth" or (backend == "auto" and not builtin and _unsloth_usable()):
-        return _unsloth_gguf(merged_dir, out_path, outtype)
+        return _unsloth_gguf(merged_dir, out_path, outtype, name or merged_dir.name)
     if not builtin:
         raise NotImplementedError(_gguf_unsupported(model_type, merged_dir, out_path, outtype))
     import importlib.util
@@ -245,8 +250,22 @@ def export_gguf(merged_dir: str | os.PathLike, out_path: str | os.PathLike,
     return _write_gguf(merged_dir, out_path, outtype, name or merged_dir.name)
 
 
-def _unsloth_gguf(merged_dir: Path, out_path: Path, outtype: str) -> Path:
-    """Unsloth's converter (it clones and builds llama.cpp). Optional: import-guarded."""
+def _unsloth_gguf(merged_dir: Path, out_path: Path, outtype: str, name: str) -> Path:
+    """Unsloth's converter (``unsloth.save.save_to_gguf``: it installs llama.cpp and runs its
+    ``convert_hf_to_gguf.py``) on the merged folder as it is on disk. Optional: import-guarded.
+
+    Read in unsloth 2026.10.9's save.py: ``save_pretrained_gguf`` on a model that is not a PEFT
+    model only reuses the folder it was loaded from (``_gguf_reuses_loaded_checkpoint``), so
+    loading the merged model onto the GPU for it would buy nothing; and it writes into
+    ``<save_directory>_gguf``, a sibling folder. ``save_to_gguf`` takes the input folder and the
+    output folder (``gguf_directory``) directly: we give it a scratch folder beside ``out_path``
+    and remove it. ``merge_is_disposable=False``: it may never delete the merged weights.
+
+    GPT-OSS: ``save_to_gguf(is_gpt_oss=True)`` ignores the asked type (``quantization_method =
+    ["None"]``, no ``--outtype``) and unsloth_zoo's ``convert_to_gguf`` names the file
+    ``<name>.MXFP4.gguf``. The file is named here after the weight type really in it
+    (:func:`gguf_weight_type`), whatever was asked.
+    """
     if not _unsloth_usable():
         raise ImportError(
             "backend='unsloth' needs Unsloth on a machine with CUDA (Unsloth's GGUF saver builds "
@@ -254,18 +273,77 @@ def _unsloth_gguf(merged_dir: Path, out_path: Path, outtype: str) -> Path:
             "installed. Use backend='builtin' for Qwen2.5/Qwen3, or llama.cpp's "
             "convert_hf_to_gguf.py.")
     import unsloth  # noqa: F401
-    from unsloth import FastLanguageModel
+    from unsloth.save import save_to_gguf
 
-    model, tokenizer = FastLanguageModel.from_pretrained(model_name=str(merged_dir),
-                                                         load_in_4bit=False, dtype=None)
-    with tempfile.TemporaryDirectory(dir=out_path.parent if out_path.parent.exists() else None) as tmp:
-        result = model.save_pretrained_gguf(tmp, tokenizer, quantization_method=outtype)
-        files = (result or {}).get("gguf_files") or sorted(str(p) for p in Path(tmp).rglob("*.gguf"))
-        if not files:
-            raise RuntimeError(f"Unsloth's save_pretrained_gguf wrote no .gguf file in {tmp}.")
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(files[0]), out_path)
+    cfg = _read_json(merged_dir / "config.json")
+    model_type = cfg.get("model_type", "")
+    dtype = cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"
+    # save_to_gguf accepts float16/bfloat16 only; unsloth's own caller falls back to float16
+    model_dtype = dtype if dtype in ("float16", "bfloat16") else "float16"
+    is_gpt_oss = model_type == "gpt_oss"
+    if is_gpt_oss:
+        log.warning("Unsloth writes GPT-OSS GGUFs in MXFP4 whatever is asked (outtype=%r is "
+                    "ignored); the file is named after what it holds.", outtype)
+    made_parent = not out_path.parent.exists()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".unsloth-gguf-", dir=out_path.parent))
+    target = None
+    try:
+        files, _, _ = save_to_gguf(
+            model_name=_safe_name(name), model_type=model_type, model_dtype=model_dtype,
+            model_directory=str(merged_dir), quantization_method=[outtype],
+            is_gpt_oss=is_gpt_oss, gguf_directory=str(work), merge_is_disposable=False)
+        ggufs = [Path(f) for f in files or () if str(f).endswith(".gguf")
+                 and "-mmproj" not in Path(f).name.lower()] or sorted(work.rglob("*.gguf"))
+        if not ggufs:
+            raise RuntimeError(f"Unsloth's save_to_gguf wrote no .gguf file in {work} for "
+                               f"{merged_dir}; run it with UNSLOTH_ENABLE_LOGGING=1 to see "
+                               "llama.cpp's output.")
+        if len(ggufs) > 1:  # over save_to_gguf's 50GB split size: kept, but not one file
+            for f in ggufs:
+                os.replace(f, out_path.parent / f.name)
+            target = out_path.parent / ggufs[0].name
+            raise RuntimeError(f"Unsloth's save_to_gguf wrote {len(ggufs)} GGUF shards for "
+                               f"{merged_dir}, moved to {out_path.parent}; export_gguf verifies "
+                               f"one file. Merge them: llama-gguf-split --merge {target} {out_path}")
+        dest = _named_by_type(out_path, outtype, gguf_weight_type(ggufs[0]))
+        os.replace(ggufs[0], dest)
+        target = dest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if target is None and made_parent and not any(out_path.parent.iterdir()):
+            out_path.parent.rmdir()  # a failed conversion leaves no empty folder either
+    log.info("GGUF (Unsloth, %s) written to %s (%.1f MB)", gguf_weight_type(target), target,
+             size_mb(target))
+    return target
+
+
+def _named_by_type(out_path: Path, asked: str, written: str) -> Path:
+    """``out_path`` with its ``-<asked>`` suffix replaced by ``-<written>`` when they differ."""
+    if written == asked:
+        return out_path
+    suffix = f"-{asked}"
+    if out_path.stem.endswith(suffix):
+        return out_path.with_name(f"{out_path.stem[:-len(suffix)]}-{written}.gguf")
+    log.warning("%s was asked for as %s but holds %s weights.", out_path, asked, written)
     return out_path
+
+
+def gguf_weight_type(gguf_path: str | os.PathLike) -> str:
+    """The type most of a GGUF file's weights are stored in, as a lower-case name (``f16``,
+    ``q8_0``, ``mxfp4``...): the tensor type holding the most elements among the 2-D and larger
+    tensors (norms and biases stay float32 in every outtype)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    counts: dict[str, int] = {}
+    for t in reader.tensors:
+        if len(t.shape) >= 2:
+            kind = t.tensor_type.name.lower()
+            counts[kind] = counts.get(kind, 0) + int(t.n_elements)
+    if not counts:
+        raise ValueError(f"{gguf_path} holds no weight matrices.")
+    return max(counts, key=counts.get)
 
 
 def _looks_special(token: str) -> bool:
@@ -811,9 +889,13 @@ def export_all(source, out_dir: str | os.PathLike, formats: Sequence[str] = FORM
     the merged model's logits with base + adapter and raises :class:`ExportVerificationError`
     when they differ.
 
-    Returns ``{format: row}``; each row has ``path``, ``size_mb``, ``status`` (``ok`` or
-    ``skipped``), ``answer`` (the reloaded export's greedy answer), ``reason`` (why it was
-    skipped), ``seconds`` and format details. ``pandas.DataFrame(result).T`` shows it as a table.
+    Returns ``{format: row}``; each row has ``path``, ``size_mb``, ``status`` (``ok``,
+    ``skipped`` or ``failed``), ``answer`` (the reloaded export's greedy answer), ``reason`` (why
+    it was skipped or failed), ``seconds`` and format details (the GGUF's ``outtype`` is the type
+    its weights are really stored in, with ``outtype_asked`` when that differs). An export that
+    fails (e.g. Unsloth cannot install or build llama.cpp) is a ``failed`` row with its error; the
+    rows already made are kept, and a format that needed it (merged and GGUF need the adapter,
+    GGUF the merge) fails saying so. ``pandas.DataFrame(result).T`` shows it as a table.
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
@@ -836,30 +918,63 @@ def export_all(source, out_dir: str | os.PathLike, formats: Sequence[str] = FORM
         results[fmt] = r
         return r
 
+    if model is None and adapter_dir is None:
+        raise ValueError("export_all needs a model or an adapter_dir.")
+
+    def failed(fmt: str, t0: float, what: str, e: BaseException, **kw) -> dict[str, Any]:
+        """A row that failed: its error is recorded and the other rows go on."""
+        log.warning("export %s: %s failed: %s: %s", fmt, what, type(e).__name__, e)
+        return row(fmt, t0, status="failed", reason=f"{what} failed: {type(e).__name__}: {e}", **kw)
+
+    def blocked(fmts: Sequence[str], why: str) -> None:
+        for fmt in fmts:
+            if fmt in formats and fmt not in results:
+                row(fmt, time.time(), status="failed", reason=why)
+
+    def verified(fmt: str, r: dict[str, Any], path) -> None:
+        try:
+            r["answer"] = verify_export(fmt, path, question, **ask)
+        except Exception as e:  # noqa: BLE001  (the file is kept and the row says why)
+            log.warning("export %s: reloading %s failed: %s: %s", fmt, path, type(e).__name__, e)
+            r.update(status="failed", reason=f"written, but reloading it failed: "
+                                             f"{type(e).__name__}: {e}")
+
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
         # adapter: always made (merging needs it); kept in out_dir only when asked for
         t0 = time.time()
         adapter_out = out / "adapter" if "adapter" in formats else scratch / "adapter"
-        if model is not None and (adapter_dir is None or "adapter" in formats):
-            export_adapter(model, tokenizer, adapter_out)
-        elif adapter_dir is not None:
-            copy_adapter(adapter_dir, adapter_out)
-        else:
-            raise ValueError("export_all needs a model or an adapter_dir.")
+        try:
+            if model is not None and (adapter_dir is None or "adapter" in formats):
+                export_adapter(model, tokenizer, adapter_out)
+            else:
+                copy_adapter(adapter_dir, adapter_out)
+        except Exception as e:  # noqa: BLE001
+            if "adapter" in formats:
+                failed("adapter", t0, "saving the adapter", e)
+            blocked(("merged", "gguf"), f"not exported: saving the adapter failed "
+                                        f"({type(e).__name__}: {e})")
+            return _logged(results)
         if "adapter" in formats:
-            row("adapter", t0, path=str(adapter_out), size_mb=size_mb(adapter_out),
-                answer=verify_export("adapter", adapter_out, question, **ask))
+            r = row("adapter", t0, path=str(adapter_out), size_mb=size_mb(adapter_out))
+            verified("adapter", r, adapter_out)
+            r["seconds"] = round(time.time() - t0, 2)
 
         merged_out = None
         if "merged" in formats or "gguf" in formats:
             t0 = time.time()
             merged_out = out / "merged" if "merged" in formats else scratch / "merged"
-            export_merged(_base_16bit_source(choice), adapter_out, merged_out, merged_dtype)
+            try:
+                export_merged(_base_16bit_source(choice), adapter_out, merged_out, merged_dtype)
+            except Exception as e:  # noqa: BLE001
+                if "merged" in formats:
+                    failed("merged", t0, "merging", e, dtype=merged_dtype)
+                blocked(("gguf",), f"not exported: merging failed ({type(e).__name__}: {e})")
+                return _logged(results)
             if "merged" in formats:
                 r = row("merged", t0, path=str(merged_out), size_mb=size_mb(merged_out),
-                        dtype=merged_dtype,
-                        answer=verify_export("merged", merged_out, question, **ask))
+                        dtype=merged_dtype)
+                verified("merged", r, merged_out)
                 check = check_logits if check_logits is not None else choice.profile.vram_gb_16bit <= 24
                 if check:
                     cmp = compare_merged_logits(merged_out)
@@ -886,16 +1001,27 @@ def export_all(source, out_dir: str | os.PathLike, formats: Sequence[str] = FORM
                 if "merged" not in formats:
                     reason += " (add 'merged' to formats to keep the merged folder for that)"
                 row("gguf", t0, status="skipped", reason=reason, outtype=gguf_outtype)
+            except Exception as e:  # noqa: BLE001  (e.g. Unsloth could not install/build llama.cpp)
+                failed("gguf", t0, "converting to GGUF", e, outtype=gguf_outtype)
             else:
-                r = row("gguf", t0, path=str(path), size_mb=size_mb(path), outtype=gguf_outtype,
-                        answer=verify_export("gguf", path, question, **ask))
+                written = gguf_weight_type(path)
+                r = row("gguf", t0, path=str(path), size_mb=size_mb(path), outtype=written)
+                if written != gguf_outtype:
+                    r["outtype_asked"] = gguf_outtype
+                verified("gguf", r, path)
                 if modelfile:
-                    mf = write_modelfile(path, gguf_dir, system_prompt=system_prompt,
-                                         profile=choice.profile)
-                    r["modelfile"] = str(mf)
+                    try:
+                        r["modelfile"] = str(write_modelfile(path, gguf_dir, system_prompt=system_prompt,
+                                                             profile=choice.profile))
+                    except NotImplementedError as e:  # no Ollama template for this family
+                        r.update(modelfile=None, modelfile_reason=str(e))
                 r["seconds"] = round(time.time() - t0, 2)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    return _logged(results)
+
+
+def _logged(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for fmt, r in results.items():
         log.info("export %s: %s %s", fmt, r["status"], r["path"] or r["reason"])
     return results
