@@ -478,6 +478,8 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from helpers import trl_compat
+    trl_compat.ensure_cpu_loss_head()  # TRL 1.15 (the GPU lock's) has no CPU path of its own
     output_dir = Path(output_dir)
     backend = getattr(model, "_finetuning_backend", "transformers")
     def as_dataset(rs):
