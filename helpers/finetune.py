@@ -104,7 +104,8 @@ class FineTuneRun:
     def load_model(self, adapter=None):
         """Load the base model (and ``adapter`` if given); stops here without a GPU unless in
         smoke mode."""
-        from helpers.train import load_model, select_backend
+        from helpers.train import import_unsloth_first, load_model, select_backend
+        import_unsloth_first(self.cfg.backend)  # before transformers, or Unsloth patches it late
         import transformers
         transformers.set_seed(self.cfg.seed)
         with self.record.phase("load_model"):

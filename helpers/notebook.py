@@ -56,11 +56,15 @@ def setup(level: int = logging.INFO) -> Path:
 
     helpers' own progress messages are shown; library chatter (transformers, datasets, httpx
     and the usual deprecation warnings) is not. Progress bars are left to the helpers' live plots.
+    On a CUDA machine with Unsloth, Unsloth is imported here, before transformers
+    (:func:`helpers.train.import_unsloth_first`).
     """
     check_parameters()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from helpers.train import import_unsloth_first
+    import_unsloth_first()  # before the transformers import below (and the notebook's own)
     root = logging.getLogger()
     if not any(getattr(h, "_finetuning", False) for h in root.handlers):
         handler = logging.StreamHandler()

@@ -172,6 +172,30 @@ def unsloth_available() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
 
+def import_unsloth_first(backend: str = "auto") -> bool:
+    """Import Unsloth now, before anything imports transformers, where it will be used: with
+    ``backend="unsloth"``, or ``"auto"`` on a CUDA machine in one process (as
+    :func:`select_backend` picks it). Unsloth patches transformers, TRL and PEFT when imported
+    and warns that it may be slower or use more memory when transformers came first. Called at
+    the top of ``notebook.setup()`` and ``FineTuneRun.load_model``; checking CUDA imports torch,
+    not transformers. Returns whether Unsloth is imported."""
+    import sys
+    if "unsloth" in sys.modules:
+        return True
+    if backend == "transformers" or not unsloth_available():
+        return False
+    if backend != "unsloth":
+        from helpers.models import cuda_available
+        if world_size() > 1 or not cuda_available():
+            return False
+    if "transformers" in sys.modules:
+        log.warning("transformers was imported before Unsloth, so Unsloth patches it late (it may "
+                    "run slower or use more memory). Call helpers.notebook.setup() before anything "
+                    "imports transformers (restart the kernel first).")
+    import unsloth  # noqa: F401
+    return True
+
+
 def select_backend(backend: str = "auto") -> str:
     """The backend to use: ``auto`` picks Unsloth on a CUDA machine where it is installed."""
     from helpers.models import cuda_available

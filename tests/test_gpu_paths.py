@@ -230,3 +230,84 @@ def test_save_to_gguf_takes_the_arguments_we_pass():
     text = ast.get_source_segment(source.read_text(), fn)
     assert 'gguf_directory = f"{model_directory}_gguf"' in text   # only when none is given
     assert 'quantization_method = ["None"]' in text               # GPT-OSS: what was asked is dropped
+
+
+# -- f. Unsloth imported before transformers ------------------------------------------------------
+
+_FAKE_UNSLOTH = """
+import json, os, sys
+with open(os.environ["UNSLOTH_PROBE"], "w") as f:
+    json.dump({"transformers_already_imported": "transformers" in sys.modules}, f)
+"""
+
+_SETUP = """
+from helpers import models, notebook
+models.cuda_available = lambda: True        # a CUDA machine, as far as the helpers can tell
+notebook.setup()
+import transformers
+"""
+
+_LOAD_MODEL = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from helpers import finetune, models, train
+from helpers.runrecord import RunRecord
+
+def fake_load_model(choice, **kw):   # what train.load_model does first on the Unsloth backend
+    import unsloth
+    return SimpleNamespace(parameters=lambda: [], _finetuning_source="src"), object()
+
+train.load_model = fake_load_model
+cfg = SimpleNamespace(seed=0, backend="auto", max_seq_length=64, load_in_4bit=False)
+out = Path(sys.argv[1])
+run = finetune.FineTuneRun(choice=SimpleNamespace(source=lambda *a: "src"), cfg=cfg,
+                           record=RunRecord(out), output_dir=out)
+models.cuda_available = lambda: True        # a CUDA machine, as far as the helpers can tell
+run.load_model()
+"""
+
+
+def _probe(tmp_path, script: str) -> dict:
+    (tmp_path / "fake" / "unsloth").mkdir(parents=True)
+    (tmp_path / "fake" / "unsloth" / "__init__.py").write_text(_FAKE_UNSLOTH)
+    probe = tmp_path / "probe.json"
+    env = {**os.environ, "UNSLOTH_PROBE": str(probe),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(tmp_path / "run")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert probe.is_file(), "the fake unsloth was never imported"
+    return json.loads(probe.read_text())
+
+
+def test_notebook_setup_imports_unsloth_before_transformers(tmp_path):
+    assert _probe(tmp_path, _SETUP) == {"transformers_already_imported": False}
+
+
+def test_load_model_imports_unsloth_before_transformers(tmp_path):
+    assert _probe(tmp_path, _LOAD_MODEL) == {"transformers_already_imported": False}
+
+
+def test_unsloth_is_not_imported_without_cuda_or_for_transformers(monkeypatch):
+    from helpers import train
+    monkeypatch.delitem(sys.modules, "unsloth", raising=False)
+    imported = []
+    monkeypatch.setattr(train, "unsloth_available", lambda: True)
+    monkeypatch.setattr(models, "cuda_available", lambda: False)
+    real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __builtins__.__import__
+
+    def spy(name, *a, **k):
+        if name == "unsloth":
+            imported.append(name)
+            return types.ModuleType("unsloth")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr("builtins.__import__", spy)
+    assert train.import_unsloth_first("auto") is False            # no CUDA
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    assert train.import_unsloth_first("transformers") is False    # asked for transformers
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert train.import_unsloth_first("auto") is False            # Unsloth is single-process
+    assert imported == []
+    monkeypatch.delenv("WORLD_SIZE")
+    assert train.import_unsloth_first("auto") is True and imported == ["unsloth"]
