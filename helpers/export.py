@@ -720,15 +720,15 @@ def load_export(kind: str, path: str | os.PathLike, *, dtype: str | None = None,
     - ``gguf``: ``AutoModelForCausalLM/AutoTokenizer.from_pretrained(folder, gguf_file=name)``
       (transformers dequantizes Qwen2/Qwen3 GGUF weights); ``path`` is the ``.gguf`` file.
 
-    ``dtype`` defaults to float32 on CPU and bfloat16 on CUDA.
+    ``dtype`` defaults to float32 on CPU, and on CUDA to bfloat16 where the GPU computes it
+    natively, else float16 (:func:`helpers.train.bf16_supported`).
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if kind not in FORMATS:
         raise ValueError(f"kind={kind!r} is not one of {', '.join(FORMATS)}.")
     device = device or _default_device()
-    torch_dtype = _torch_dtype(dtype) if dtype else (torch.bfloat16 if device != "cpu" else torch.float32)
+    torch_dtype = _torch_dtype(dtype) if dtype else _load_dtype(device)
     path = Path(path)
     if kind == "adapter":
         model, tokenizer, config = _base_plus_adapter(adapter_base(path), path, torch_dtype, device)
@@ -745,6 +745,15 @@ def load_export(kind: str, path: str | os.PathLike, *, dtype: str | None = None,
     model.eval()
     model._finetuning_export = {"kind": kind, "path": str(path), "model_type": config.get("model_type")}
     return model, tokenizer
+
+
+def _load_dtype(device: str):
+    """float32 on the CPU; on a GPU bfloat16 where it is native, else float16."""
+    import torch
+    from helpers.train import bf16_supported
+    if device == "cpu":
+        return torch.float32
+    return torch.bfloat16 if bf16_supported() else torch.float16
 
 
 def _load_gguf(gguf_path: Path, torch_dtype, placement: dict):

@@ -214,10 +214,26 @@ def select_backend(backend: str = "auto") -> str:
     return backend
 
 
+def bf16_supported() -> bool:
+    """Whether the CUDA GPU computes bfloat16 natively (compute capability 8.0, Ampere, or newer).
+
+    ``torch.cuda.is_bf16_supported()`` also says yes where bfloat16 is only emulated (read in
+    torch's cuda/__init__.py: below capability 8 it returns whether a bf16 tensor can be made,
+    which it can on an RTX 20xx, T4 or V100, where bf16 is slow);
+    ``including_emulation=False`` says no there, and those cards get float16."""
+    import torch
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # a torch without the argument: ask the device directly
+        return bool(torch.version.hip) or torch.cuda.get_device_capability()[0] >= 8
+
+
 def _device_dtype():
     import torch
     if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if bf16_supported() else torch.float16
     return torch.float32
 
 
@@ -515,7 +531,7 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         raise ValueError("early_stopping_patience is set but there is no validation set: pass "
                          "eval_rows (e.g. eval_fraction > 0), or set early_stopping_patience=0.")
     strategy = "steps" if cfg.eval_steps else "epoch"
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    use_bf16 = bf16_supported()  # native bf16 only: an emulating card (RTX 20xx, V100) gets fp16
     args = SFTConfig(
         output_dir=str(output_dir / "checkpoints"),
         num_train_epochs=cfg.epochs,

@@ -311,3 +311,71 @@ def test_unsloth_is_not_imported_without_cuda_or_for_transformers(monkeypatch):
     assert imported == []
     monkeypatch.delenv("WORLD_SIZE")
     assert train.import_unsloth_first("auto") is True and imported == ["unsloth"]
+
+
+# -- g. bfloat16 only where the GPU computes it natively ------------------------------------------
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.fixture
+def pre_ampere(monkeypatch):
+    """A CUDA machine whose GPU emulates bfloat16 (an RTX 2080 / V100): torch's
+    is_bf16_supported() says True by default and False with including_emulation=False (read in
+    torch/cuda/__init__.py: capability < 8 -> the emulation probe)."""
+    import torch
+    asked = []
+
+    def is_bf16_supported(including_emulation: bool = True):
+        asked.append(including_emulation)
+        return including_emulation
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    return asked
+
+
+def test_an_emulating_gpu_is_not_given_bf16(pre_ampere):
+    import torch
+    from helpers import train
+    assert train._device_dtype() is torch.float16
+    assert train.bf16_supported() is False
+    assert export._load_dtype("cuda") is torch.float16 and export._load_dtype("cpu") is torch.float32
+    assert pre_ampere and not any(pre_ampere)        # always asked without emulation
+
+
+def test_an_ampere_gpu_gets_bf16(monkeypatch):
+    import torch
+    from helpers import train
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert train.bf16_supported() is True and train._device_dtype() is torch.bfloat16
+    assert export._load_dtype("cuda") is torch.bfloat16
+
+
+@pytest.fixture
+def trainer_imports():
+    """What train() imports, imported while torch still says there is no CUDA (bitsandbytes,
+    imported through peft, reaches for CUDA kernels when told there is)."""
+    import datasets  # noqa: F401
+    import trl
+    from transformers import TrainerCallback  # noqa: F401
+    from trl import SFTConfig, SFTTrainer  # noqa: F401
+    return trl
+
+
+def test_training_on_an_emulating_gpu_uses_fp16(trainer_imports, pre_ampere, monkeypatch, tmp_path):
+    """train() passes bf16=False, fp16=True to SFTConfig there (stopped at SFTConfig)."""
+    from helpers import train
+    trl = trainer_imports
+    seen = {}
+
+    def config(**kw):
+        seen.update(kw)
+        raise _Stop
+    monkeypatch.setattr(trl, "SFTConfig", config)
+    cfg = train.resolve_config(models.get_profile("tiny-qwen2.5"))
+    rows = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
+    with pytest.raises(_Stop):
+        train.train(types.SimpleNamespace(), None, rows, cfg, tmp_path)
+    assert seen["bf16"] is False and seen["fp16"] is True
