@@ -112,7 +112,9 @@ class FineTuneRun:
             self.model, self.tokenizer = load_model(
                 self.choice, backend=self.cfg.backend, adapter=adapter,
                 max_seq_length=self.cfg.max_seq_length, load_in_4bit=self.cfg.load_in_4bit)
-        self.record.update("model", {"source": self.choice.source(),
+        # the repo really loaded (Unsloth's mapper may swap it; 4 or 16 bits per the run)
+        self.record.update("model", {"source": getattr(self.model, "_finetuning_source", None)
+                                               or self.choice.source(self.cfg.load_in_4bit),
                                      "backend": select_backend(self.cfg.backend),
                                      "parameters": sum(p.numel() for p in self.model.parameters())})
         return self.model

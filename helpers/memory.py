@@ -65,6 +65,15 @@ OOM_MARKERS = (
 
 
 # -- measuring ---------------------------------------------------------------------------------
+def local_device() -> int:
+    """This process's GPU: ``LOCAL_RANK`` (set by ``accelerate launch``/torchrun; 0 alone). Under
+    DDP each process loads on its own GPU, so its memory is the one to measure."""
+    try:
+        return max(0, int(os.environ.get("LOCAL_RANK", "0") or 0))
+    except ValueError:
+        return 0
+
+
 def _cuda_torch():
     """``torch`` when it imports and CUDA is available, else ``None``."""
     try:
@@ -77,12 +86,13 @@ def _cuda_torch():
         return None
 
 
-def free_memory_gb(device: int = 0) -> float | None:
-    """Free VRAM on ``device`` in GiB as the driver reports it (other processes included);
-    ``None`` without CUDA."""
+def free_memory_gb(device: int | None = None) -> float | None:
+    """Free VRAM on ``device`` (default: this process's GPU, :func:`local_device`) in GiB as the
+    driver reports it (other processes included); ``None`` without CUDA."""
     torch = _cuda_torch()
     if torch is None:
         return None
+    device = local_device() if device is None else device
     try:
         free, _total = torch.cuda.mem_get_info(device)
     except RuntimeError as e:
@@ -104,14 +114,16 @@ def _rss_gb() -> float | None:
         return None
 
 
-def memory_snapshot(device: int = 0) -> dict[str, Any]:
-    """Memory now, in GiB: free/total VRAM (driver), allocated/reserved by this process's torch,
-    and this process's resident RAM. VRAM fields are ``None`` without CUDA."""
+def memory_snapshot(device: int | None = None) -> dict[str, Any]:
+    """Memory now, in GiB: free/total VRAM (driver) on ``device`` (default: this process's GPU,
+    :func:`local_device`), allocated/reserved by this process's torch, and this process's
+    resident RAM. VRAM fields are ``None`` without CUDA."""
     snap: dict[str, Any] = {"device": "cpu", "vram_free_gb": None, "vram_total_gb": None,
                             "vram_used_gb": None, "torch_allocated_gb": None,
                             "torch_reserved_gb": None, "rss_gb": None}
     torch = _cuda_torch()
     if torch is not None:
+        device = local_device() if device is None else device
         try:
             free, total = torch.cuda.mem_get_info(device)
             snap.update(device=f"cuda:{device} ({torch.cuda.get_device_name(device)})",
@@ -181,15 +193,19 @@ def _nice_lengths(below: int, lowest: int) -> list[int]:
 
 
 def preload_check(profile: ModelProfile | ModelChoice | str, load_in_4bit: bool | None = None,
-                  free_gb: float | None = None) -> PreloadVerdict:
-    """Compare the profile's VRAM estimate (peak LoRA training at its defaults) with the free VRAM
-    (measured unless ``free_gb`` is given). Without CUDA it passes with a note."""
+                  free_gb: float | None = None, *, backend: str | None = None,
+                  device: int | None = None) -> PreloadVerdict:
+    """Compare the profile's VRAM estimate on ``backend`` (peak LoRA training at its defaults;
+    None: Unsloth's) with the free VRAM on ``device`` (default: this process's GPU; measured
+    unless ``free_gb`` is given). Without CUDA it passes with a note."""
     p = _as_profile(profile)
     four = p.load_in_4bit if load_in_4bit is None else bool(load_in_4bit)
-    needed = p.vram_gb(four)
+    needed = p.vram_gb(four, backend)
     mode = "4-bit" if four else "16-bit"
+    if backend:
+        mode += f" on {backend}"
     if free_gb is None:
-        free_gb = free_memory_gb()
+        free_gb = free_memory_gb(device)
         if free_gb is None:
             note = (f"No CUDA GPU here, so GPU memory was not checked for {p.display_name}"
                     + (" (a stand-in runs on the CPU)." if p.is_standin else
@@ -213,12 +229,13 @@ def preload_check(profile: ModelProfile | ModelChoice | str, load_in_4bit: bool 
     if p.train.batch_size > 1:
         eff = p.train.batch_size * p.train.grad_accum
         tips.append(f"a smaller batch, same effective batch: batch_size=1, grad_accum={eff}")
-    if not four and p.hub_id_4bit:
-        tips.append(f"4-bit loading (QLoRA): load_in_4bit=True (about {p.vram_gb(True):.1f} GiB)")
+    if not four and p.loads_4bit(backend) and p.vram_gb(True, backend) < needed:
+        tips.append(f"4-bit loading (QLoRA): load_in_4bit=True (about "
+                    f"{p.vram_gb(True, backend):.1f} GiB)")
     fitting = None
     for name in p.fallbacks:
         fb = models.get_profile(name)
-        fb_need = fb.vram_gb()
+        fb_need = fb.vram_gb(None, backend)
         ok = fb_need <= free_gb
         fitting = fitting or (name if ok else None)
         tips.append(f"a lighter model: model='{name}' ({fb.display_name}, about {fb_need:.1f} GiB"
@@ -256,6 +273,30 @@ class FallbackExhaustedError(FallbackError):
     """Every rung of the ladder ran out of memory; the message lists each attempt and its error."""
 
 
+class OffloadedError(RuntimeError):
+    """The model did not fit on this process's GPU and was placed partly on the CPU or disk
+    (``device_map="sequential"``/``"auto"`` spill instead of raising). Counts as out of memory
+    (:func:`is_oom`), so the fallback ladder steps down."""
+
+
+def refuse_offload(model, device: int | None = None) -> None:
+    """Raise :class:`OffloadedError` when ``model.hf_device_map`` puts any module on the CPU or
+    disk: training would crawl (or bitsandbytes would fail later) instead of the OOM the ladder
+    handles."""
+    device_map = getattr(model, "hf_device_map", None) or {}
+    off = sorted(f"{name or '(whole model)'} -> {where}" for name, where in device_map.items()
+                 if str(where).split(":")[0] in ("cpu", "disk", "meta"))
+    if not off:
+        return
+    device = local_device() if device is None else device
+    shown = ", ".join(off[:5]) + (f" and {len(off) - 5} more" if len(off) > 5 else "")
+    raise OffloadedError(
+        f"The model ran out of memory on cuda:{device}: it was loaded with {len(off)} of "
+        f"{len(device_map)} device-map entries on the CPU or disk ({shown}) instead of the GPU. "
+        "Use a lighter configuration (shorter max_seq_length, load_in_4bit=True, a smaller model; "
+        "memory.run_with_fallback steps down by itself) or free GPU memory held elsewhere.")
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and its explicit causes (``raise ... from``), not implicit contexts."""
     seen: set[int] = set()
@@ -279,7 +320,7 @@ def is_oom(exc: BaseException | None) -> bool:
     for e in _chain(exc):
         if isinstance(e, FallbackError):
             return False
-        if isinstance(e, MemoryError) or (torch_oom and isinstance(e, torch_oom)):
+        if isinstance(e, (MemoryError, OffloadedError)) or (torch_oom and isinstance(e, torch_oom)):
             return True
         text = str(e).lower()
         if any(marker in text for marker in OOM_MARKERS):
@@ -377,9 +418,12 @@ def _changed(before: TrainConfig, after: TrainConfig) -> dict[str, Any]:
     return {k: getattr(after, k) for k in MEMORY_SETTINGS if getattr(after, k) != getattr(before, k)}
 
 
-def _plan(profile: ModelProfile, cfg: TrainConfig, min_seq_length: int | None) -> list[tuple]:
-    """The ladder's steps for ``profile`` asked with ``cfg``: ("seq", length), ("batch",),
-    ("4bit",) and ("model", name)."""
+def _plan(profile: ModelProfile, cfg: TrainConfig, min_seq_length: int | None,
+          backend: str | None = None) -> list[tuple]:
+    """The ladder's steps for ``profile`` asked with ``cfg`` on ``backend``: ("seq", length),
+    ("batch",), ("4bit",) and ("model", name). 4 bits only where ``backend`` loads them and they
+    are lighter; a lighter model only when its estimate on ``backend`` is below the lightest
+    configuration of ``profile`` planned so far (a heavier one would run out of memory too)."""
     steps: list[tuple] = []
     asked = cfg.max_seq_length
     lowest = max(MIN_SEQ_LENGTH, int(asked * MIN_SEQ_SHARE), min_seq_length or 0)
@@ -391,28 +435,45 @@ def _plan(profile: ModelProfile, cfg: TrainConfig, min_seq_length: int | None) -
     steps += [("seq", n) for n in lengths]
     if cfg.batch_size > 1:
         steps.append(("batch",))
-    if not cfg.load_in_4bit and profile.hub_id_4bit:
+    four = cfg.load_in_4bit
+    if not four and profile.loads_4bit(backend) \
+            and profile.vram_gb(True, backend) < profile.vram_gb(False, backend):
         steps.append(("4bit",))
+        four = True
+    lightest = profile.vram_gb(four, backend)
     seen = {profile.name}
     for name in profile.fallbacks:
-        if name not in seen:
-            seen.add(name)
-            steps.append(("model", name))
+        if name in seen:
+            continue
+        seen.add(name)
+        fb = models.get_profile(name)
+        need = fb.vram_gb(None, backend)
+        if need >= lightest:
+            log.info("Fallback ladder of %s: skipping %s (about %.1f GiB on %s, not lighter than "
+                     "%.1f GiB)", profile.name, name, need, backend or "unsloth", lightest)
+            continue
+        steps.append(("model", name))
     return steps
 
 
-def ladder(choice: ModelChoice, cfg: TrainConfig, *, min_seq_length: int | None = None) -> list[Rung]:
+def ladder(choice: ModelChoice, cfg: TrainConfig, *, min_seq_length: int | None = None,
+           backend: str | None = None) -> list[Rung]:
     """The configurations to try, lightest last, each a :class:`Rung`:
 
     1. ``cfg`` as asked;
     2. shorter ``max_seq_length`` (1024 -> 768 -> 512: nice lengths down to half of the asked
        one, never below 256 nor below ``min_seq_length``, the longest example the data needs);
     3. ``batch_size`` 1 with ``grad_accum`` raised to keep the effective batch (2 x 4 -> 1 x 8);
-    4. ``load_in_4bit=True`` when asked in 16 bits and the profile has a 4-bit checkpoint;
+    4. ``load_in_4bit=True`` when asked in 16 bits and the profile has a 4-bit checkpoint that
+       ``backend`` loads and that is lighter there;
     5. each model in ``profile.fallbacks`` in order, with its own profile's defaults (settings
        you set explicitly that are not memory settings, such as ``epochs`` or ``seed``, carry
-       over; ``max_seq_length`` never grows beyond the one asked).
+       over; ``max_seq_length`` never grows beyond the one asked), when its VRAM estimate on
+       ``backend`` is below the asked model's lightest (Qwen3-30B-A3B in 4 bits is 19 GiB on
+       Unsloth but ~65 GiB on transformers, whose bitsandbytes leaves its experts in 16 bits).
 
+    ``backend``: None resolves ``cfg.backend`` (``auto``: what :func:`helpers.train.select_backend`
+    picks here).
     Steps 2-4 are cumulative (each rung is lighter than the one before). In smoke mode the
     steps are planned on the model asked for and applied to its stand-in (lengths scaled by the
     same ratios; the lighter models map to their stand-ins), so the ladder runs on a CPU.
@@ -420,20 +481,23 @@ def ladder(choice: ModelChoice, cfg: TrainConfig, *, min_seq_length: int | None 
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a helpers.train.TrainConfig (from resolve_config), not "
                         f"{type(cfg).__name__}.")
+    if backend is None:
+        from helpers.train import select_backend
+        backend = cfg.backend if cfg.backend != "auto" else select_backend("auto")
     explicit = _explicit(choice, cfg)
     carried = {k: v for k, v in explicit.items() if k not in MEMORY_SETTINGS}
     smoke = choice.smoke and choice.requested is not choice.profile
     if smoke:
         # plan on the real model with the same explicit settings, apply to the stand-in
         real_cfg = resolve_config(choice.requested, **explicit)
-        steps = _plan(choice.requested, real_cfg, None)
+        steps = _plan(choice.requested, real_cfg, None, backend)
         floor = max(_STANDIN_MIN_SEQ.get(choice.family, _STANDIN_MIN_SEQ_DEFAULT), min_seq_length or 0)
 
         def length(n: int) -> int:
             scaled = int(round(cfg.max_seq_length * n / real_cfg.max_seq_length / 8)) * 8
             return max(scaled, floor)
     else:
-        steps = _plan(choice.profile, cfg, min_seq_length)
+        steps = _plan(choice.profile, cfg, min_seq_length, backend)
 
         def length(n: int) -> int:
             return n
@@ -479,7 +543,8 @@ def ladder(choice: ModelChoice, cfg: TrainConfig, *, min_seq_length: int | None 
             reason = (f"lighter model: {choice.requested.name} -> {fb_choice.requested.name}"
                       + (f" (smoke mode: {fb_choice.profile.name})" if fb_choice.smoke else
                          f" ({fb_choice.profile.display_name}, about "
-                         f"{fb_choice.profile.vram_gb(new.load_in_4bit):.1f} GiB)")
+                         f"{fb_choice.profile.vram_gb(new.load_in_4bit, backend):.1f} GiB on "
+                         f"{backend})")
                       + f" with its own defaults: max_seq_length {new.max_seq_length}, batch_size "
                         f"{new.batch_size} x grad_accum {new.grad_accum}")
             rungs.append(Rung(fb_choice, new, reason, "model", len(rungs), params))

@@ -32,6 +32,10 @@ class GPURequiredError(RuntimeError):
     """Raised when a full-size model is asked for on a machine without an NVIDIA GPU."""
 
 
+class UnsupportedLoadError(ValueError):
+    """A model/precision/backend combination that would load wrong weights (refused before loading)."""
+
+
 @dataclass(frozen=True)
 class LoraDefaults:
     r: int = 16
@@ -85,15 +89,33 @@ class ModelProfile:
     #: the tiny stand-in used in smoke mode
     standin: str | None = None
     is_standin: bool = False
+    #: peak VRAM in 4 bits on the transformers backend when it differs from ``vram_gb_4bit``
+    #: (Unsloth's): transformers' bitsandbytes integration quantizes ``nn.Linear`` only, so the
+    #: 3-D expert parameters of a mixture-of-experts model stay in 16 bits there
+    vram_gb_4bit_transformers: float | None = None
+    #: why 4-bit loading through the transformers backend would load wrong weights ("" if it works)
+    no_4bit_transformers: str = ""
+    #: other hub ids that name this model (``get_profile``)
+    aliases: tuple[str, ...] = ()
 
     @property
     def needs_gpu(self) -> bool:
         return not self.is_standin
 
-    def vram_gb(self, load_in_4bit: bool | None = None) -> float:
-        """Estimated peak VRAM for LoRA training at the profile's defaults, in GB."""
+    def loads_4bit(self, backend: str | None = None) -> bool:
+        """Whether 4-bit loading works on ``backend`` (None: Unsloth's numbers, the default)."""
+        return bool(self.hub_id_4bit) and not (backend == "transformers" and self.no_4bit_transformers)
+
+    def vram_gb(self, load_in_4bit: bool | None = None, backend: str | None = None) -> float:
+        """Estimated peak VRAM for LoRA training at the profile's defaults, in GB, on ``backend``
+        ("unsloth" or "transformers"; None: the Unsloth estimate). 4 bits where ``backend``
+        cannot load them reads as the 16-bit estimate."""
         four = self.load_in_4bit if load_in_4bit is None else load_in_4bit
-        return self.vram_gb_4bit if four else self.vram_gb_16bit
+        if not four or (backend == "transformers" and self.no_4bit_transformers):
+            return self.vram_gb_16bit
+        if backend == "transformers" and self.vram_gb_4bit_transformers is not None:
+            return self.vram_gb_4bit_transformers
+        return self.vram_gb_4bit
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -128,6 +150,16 @@ _REAL = [
         lora=LoraDefaults(r=16, alpha=16, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
         train=TrainDefaults(epochs=1, learning_rate=2e-4, batch_size=1, grad_accum=8),
         inference=_GPT_OSS_CHAT, standin="tiny-gpt-oss",
+        # read in source (unsloth_zoo temporary_patches/gpt_oss.py GptOssExpertsBnb4bit,
+        # GptOssTopKRouter): the -unsloth-bnb-4bit repo has per-expert Linear4bit layers
+        # (experts.gate_up_projs.N) and router.linear; transformers' GptOssExperts has fused 3-D
+        # parameters and router.weight, with no conversion between them
+        no_4bit_transformers=(
+            "unsloth/gpt-oss-20b-unsloth-bnb-4bit stores its experts as per-expert linear layers "
+            "(experts.gate_up_projs.N) and its router as router.linear, which plain transformers "
+            "does not map, so experts and router would load randomly initialised; and bitsandbytes "
+            "quantizes nn.Linear only, so quantizing openai/gpt-oss-20b would leave its ~19B "
+            "expert parameters in 16 bits"),
     ),
     _profile(
         name="qwen3-14b", display_name="Qwen3-14B", family="qwen3",
@@ -139,7 +171,11 @@ _REAL = [
     ),
     _profile(
         name="qwen3-32b", display_name="Qwen3-32B", family="qwen3",
-        hub_id="Qwen/Qwen3-32B", hub_id_4bit="unsloth/Qwen3-32B-unsloth-bnb-4bit",
+        # Unsloth's loader remaps the dynamic quant unsloth/Qwen3-32B-unsloth-bnb-4bit to this one
+        # ("32B dynamic quant is way too big", unsloth/models/loader_utils.py BAD_MAPPINGS): both
+        # backends load the plain bnb-4bit repo
+        hub_id="Qwen/Qwen3-32B", hub_id_4bit="unsloth/Qwen3-32B-bnb-4bit",
+        aliases=("unsloth/Qwen3-32B-unsloth-bnb-4bit",),
         max_seq_length=1024, load_in_4bit=True, vram_gb_4bit=21.0, vram_gb_16bit=72.0,
         lora=LoraDefaults(r=32, alpha=32),
         train=TrainDefaults(epochs=3, learning_rate=2e-4, batch_size=1, grad_accum=8),
@@ -147,7 +183,15 @@ _REAL = [
     ),
     _profile(
         name="qwen3-30b-a3b", display_name="Qwen3-30B-A3B (MoE)", family="qwen3",
-        hub_id="Qwen/Qwen3-30B-A3B", hub_id_4bit="unsloth/Qwen3-30B-A3B-bnb-4bit",
+        # Unsloth remaps unsloth/Qwen3-30B-A3B-bnb-4bit to the 16-bit unsloth/Qwen3-30B-A3B and
+        # quantizes it while loading ("We rather do it on the fly", loader_utils.py BAD_MAPPINGS),
+        # its experts too (unsloth_zoo temporary_patches/moe_utils_bnb4bit.py): 19 GB. Plain
+        # transformers quantizes nn.Linear only (integrations/bitsandbytes.py
+        # replace_with_bnb_linear); the ~29B expert parameters (3-D nn.Parameters of
+        # Qwen3MoeExperts) stay bf16: about 66 GB minus ~1 GB of 4-bit attention.
+        hub_id="Qwen/Qwen3-30B-A3B", hub_id_4bit="unsloth/Qwen3-30B-A3B",
+        aliases=("unsloth/Qwen3-30B-A3B-bnb-4bit", "unsloth/Qwen3-30B-A3B-unsloth-bnb-4bit"),
+        vram_gb_4bit_transformers=65.0,
         max_seq_length=1024, load_in_4bit=True, vram_gb_4bit=19.0, vram_gb_16bit=66.0,
         lora=LoraDefaults(r=32, alpha=32, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
         train=TrainDefaults(epochs=3, learning_rate=2e-4, batch_size=1, grad_accum=8),
@@ -210,7 +254,8 @@ def get_profile(name: str) -> ModelProfile:
     if key in REGISTRY:
         return REGISTRY[key]
     for p in REGISTRY.values():
-        if key in {(p.hub_id or "").lower(), (p.hub_id_4bit or "").lower()}:
+        if key in {(p.hub_id or "").lower(), (p.hub_id_4bit or "").lower(),
+                   *(a.lower() for a in p.aliases)}:
             return p
     path = Path(str(name)).expanduser()
     if (path / "config.json").is_file():
@@ -264,14 +309,26 @@ class ModelChoice:
     def family(self) -> str:
         return self.profile.family
 
-    def source(self) -> str:
-        """A hub id or local folder that ``from_pretrained`` can load (builds a stand-in)."""
-        if self.profile.is_standin and self.profile.name in REGISTRY:
+    def source(self, load_in_4bit: bool | None = None, backend: str | None = None) -> str:
+        """A hub id or local folder that ``from_pretrained`` can load (builds a stand-in): the
+        4-bit checkpoint when the run loads in 4 bits (``load_in_4bit``; None: the profile's
+        default), else the 16-bit one. ``backend="transformers"`` refuses a 4-bit load that
+        transformers would get wrong (:class:`UnsupportedLoadError`)."""
+        p = self.profile
+        if p.is_standin and p.name in REGISTRY:
             from helpers import standins
-            return str(standins.ensure(self.profile.name))
-        if self.profile.hub_id and Path(self.profile.hub_id).is_dir():
-            return self.profile.hub_id
-        return self.profile.hub_id_4bit if self.profile.load_in_4bit else self.profile.hub_id
+            return str(standins.ensure(p.name))
+        if p.hub_id and Path(p.hub_id).is_dir():
+            return p.hub_id
+        four = p.load_in_4bit if load_in_4bit is None else bool(load_in_4bit)
+        if four and backend == "transformers" and p.no_4bit_transformers:
+            raise UnsupportedLoadError(
+                f"{p.display_name} in 4 bits (load_in_4bit=True) cannot be loaded by the "
+                f"transformers backend: {p.no_4bit_transformers}. Use backend='unsloth' "
+                "(--backend unsloth; one GPU) for 4-bit QLoRA, or load_in_4bit=False "
+                f"(16 bits, about {p.vram_gb_16bit:.0f} GB of GPU memory) with the "
+                "transformers backend (which every multi-process run uses).")
+        return p.hub_id_4bit if four and p.hub_id_4bit else p.hub_id
 
     def describe(self) -> str:
         if self.smoke and self.requested is not self.profile:

@@ -16,6 +16,9 @@ CUDA = torch.cuda.is_available()
 
 
 def setup(model="qwen3-32b", smoke=False, **overrides):
+    # the ladder of a single-GPU Unsloth run (on this CPU machine "auto" would plan for
+    # transformers, where the MoE fallback is heavier; see test_gpu_loading.py)
+    overrides.setdefault("backend", "unsloth")
     choice = models.choose(model, smoke=smoke)
     return choice, resolve_config(choice.profile, **overrides)
 
