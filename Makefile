@@ -1,11 +1,13 @@
 # Two commands do everything, each with its own setup on a fresh machine:
 #   make demo   run the Mariya notebook (stand-in model on a CPU, the real one on a GPU)
 #   make test   run the test suite
-# Both create .venv first if needed (scripts/setup_venv.sh picks the CPU or GPU install).
+# Both create .venv first if needed (scripts/setup_venv.sh picks the CPU or GPU lock in locks/,
+# and installs with uv when it can, pip otherwise).
 
 PY := .venv/bin/python
+GPU_LIBS_VENV := .venv-gpu-libs
 
-.PHONY: demo test setup notebooks clean-outputs bench sweep
+.PHONY: demo test setup notebooks clean-outputs bench sweep lock check-locks test-gpu-libs gpu-check
 
 setup:
 	@bash scripts/setup_venv.sh
@@ -15,6 +17,20 @@ demo: setup
 
 test: setup
 	@$(PY) -m pytest -q --durations=25 tests
+
+# The tests on a CPU with the library versions GPU users get (locks/gpu.txt's transformers, trl,
+# datasets, peft and accelerate; torch stays the CPU build), in their own environment.
+test-gpu-libs:
+	@VENV=$(GPU_LIBS_VENV) FINETUNING_INSTALL=cpu-gpu-libs bash scripts/setup_venv.sh
+	@$(GPU_LIBS_VENV)/bin/python -m pytest -q --durations=10 tests
+
+# Resolve requirements*.txt into locks/ (keeps pins that still fit; LOCK_ARGS=--upgrade for new ones)
+lock: setup
+	@UV=$$(command -v uv || echo .venv/bin/uv) bash scripts/lock.sh $(LOCK_ARGS)
+
+# The GPU install resolves for Python 3.11/3.12 on Linux x86_64 and every lock matches its input
+check-locks: setup
+	@bash scripts/check_locks.sh
 
 notebooks: setup
 	@$(PY) -m helpers.notebooks

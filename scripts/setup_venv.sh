@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Create .venv and install everything the project needs, choosing the install path:
-#   GPU path (an NVIDIA GPU answers nvidia-smi): requirements.txt (Unsloth, CUDA torch, ...).
-#   CPU path (everything else): torch==2.13.0 CPU build, requirements-cpu.txt under
-#     constraints-cpu.txt, and Unsloth without its dependencies (its CPU mode).
-# Override the choice with FINETUNING_INSTALL=cpu or FINETUNING_INSTALL=gpu.
+# Create a virtual environment and install what the project needs from one of its locks:
+#   gpu           (an NVIDIA GPU answers nvidia-smi): locks/gpu.txt, which is requirements.txt
+#                 resolved: Unsloth 2026.10.9 with trl 1.15.0, transformers 5.17.0, CUDA torch 2.14.
+#   cpu           (everything else): torch 2.13.0 (CPU build) first, then locks/cpu.txt, then
+#                 Unsloth without its dependencies (its CPU mode).
+#   cpu-gpu-libs  the CPU install with the GPU lock's transformers/trl/datasets/peft/accelerate
+#                 (locks/cpu-gpu-libs.txt): `make test-gpu-libs` runs the tests on it.
+# Settings (environment):
+#   FINETUNING_INSTALL=cpu|gpu|cpu-gpu-libs   override the choice above
+#   FINETUNING_INSTALLER=uv|pip               uv is used when it can be had (installed into the
+#                                             environment if it is not on PATH), else pip
+#   FINETUNING_TORCH_INDEX=URL                where the CPU path takes torch from, e.g.
+#                                             https://download.pytorch.org/whl/cpu (pip's own
+#                                             configuration when unset)
+#   VENV=.venv   PYTHON=python3.11
 # Idempotent: a stamp file records what was installed; rerunning with unchanged files is instant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +31,18 @@ mode=${FINETUNING_INSTALL:-}
 if [ -z "$mode" ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then mode=gpu; else mode=cpu; fi
 fi
-case "$mode" in cpu|gpu) ;; *) echo "setup: FINETUNING_INSTALL must be cpu or gpu, not '$mode'" >&2; exit 1;; esac
+case "$mode" in
+  cpu|gpu|cpu-gpu-libs) ;;
+  *) echo "setup: FINETUNING_INSTALL must be cpu, gpu or cpu-gpu-libs, not '$mode'" >&2; exit 1;;
+esac
+lock="locks/$mode.txt"
+installer=${FINETUNING_INSTALLER:-auto}
+case "$installer" in auto|uv|pip) ;;
+  *) echo "setup: FINETUNING_INSTALLER must be uv or pip, not '$installer'" >&2; exit 1;;
+esac
 
 stamp="$VENV/.finetuning-installed"
-want="$mode $(cat requirements.txt requirements-cpu.txt constraints-cpu.txt pyproject.toml | sha256sum | cut -c1-16)"
+want="$mode $(cat "$lock" pyproject.toml scripts/setup_venv.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -35,24 +53,45 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 LOG="$VENV/setup.log"
 : > "$LOG"
-pip_install() {  # quiet unless it fails; the full output is kept in .venv/setup.log
-  if ! "$VENV/bin/python" -m pip --disable-pip-version-check install -q "$@" >>"$LOG" 2>&1; then
+run() {  # quiet unless it fails; the full output is kept in $VENV/setup.log
+  if ! "$@" >>"$LOG" 2>&1; then
     grep -v "^WARNING: Location" "$LOG" | tail -n 30 >&2
-    echo "setup: 'pip install $*' failed; full log in $LOG" >&2
+    echo "setup: '$*' failed; full log in $LOG" >&2
     exit 1
   fi
 }
-pip_install --upgrade pip
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
-echo "setup: installing the $mode path into $VENV (a few minutes the first time)"
+UV=""
+if [ "$installer" != pip ]; then
+  if command -v uv >/dev/null 2>&1; then UV=$(command -v uv)
+  elif [ -x "$VENV/bin/uv" ] || "${PIP[@]}" install -q uv >>"$LOG" 2>&1; then UV="$VENV/bin/uv"
+  elif [ "$installer" = uv ]; then
+    echo "setup: FINETUNING_INSTALLER=uv but uv is not on PATH and 'pip install uv' failed" \
+         "(log in $LOG); unset it to install with pip" >&2
+    exit 1
+  fi
+fi
+install() {  # install ARGS...: with uv into $VENV, or with its pip
+  if [ -n "$UV" ]; then run "$UV" pip install --python "$VENV/bin/python" "$@"
+  else run "${PIP[@]}" install -q "$@"; fi
+}
+
+echo "setup: installing the $mode path into $VENV with $([ -n "$UV" ] && echo uv || echo pip) (from $lock)"
 start=$(date +%s)
 if [ "$mode" = gpu ]; then
-  pip_install -r requirements.txt
+  install -r "$lock"
 else
-  pip_install torch==2.13.0
-  pip_install -c constraints-cpu.txt -r requirements-cpu.txt
-  pip_install --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
+  # torch by itself, with pip (it honours the machine's pip configuration and local wheels): a
+  # torch pulled in by the lock would be the CUDA build on Linux
+  torch_index=()
+  [ -n "${FINETUNING_TORCH_INDEX:-}" ] && torch_index=(--index-url "$FINETUNING_TORCH_INDEX")
+  if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+    run "${PIP[@]}" install -q "${torch_index[@]}" torch==2.13.0
+  fi
+  install -r "$lock"
+  install --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
 fi
-pip_install --no-deps -e .
+install --no-deps -e .
 echo "$want" > "$stamp"
 echo "setup: done in $(( $(date +%s) - start )) s"
