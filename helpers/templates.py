@@ -372,10 +372,31 @@ def decode_trained(tokenizer, row: dict[str, list[int]]) -> str:
     return " | ".join(parts)
 
 
+def source_sha256(tokenizer, conversation: Sequence[dict], max_seq_length: int,
+                  template_kwargs: dict[str, Any]) -> str:
+    """A hash of what a training row is made from, stable from day to day: the conversation as
+    given (before rendering), the template settings, the chat template's source text, the
+    tokenizer (its name and size) and the truncation length. Not the rendered tokens, which
+    change with the date for templates that print it (GPT-OSS's ``strftime_now``)."""
+    import hashlib
+    import json
+    source = {"conversation": list(conversation), "template_kwargs": template_kwargs,
+              "chat_template": getattr(tokenizer, "chat_template", None),
+              "tokenizer": [getattr(tokenizer, "name_or_path", None), len(tokenizer)],
+              "max_seq_length": max_seq_length}
+    text = json.dumps(source, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def tokenize_dataset(tokenizer, conversations: Iterable[Sequence[dict]], *, max_seq_length: int,
                      model: str = "?", **template_kwargs) -> tuple[list[dict], dict[str, Any]]:
     """Tokenize conversations for training, truncating to ``max_seq_length`` and counting what
-    was truncated (never dropping it silently). Returns ``(rows, stats)``."""
+    was truncated (never dropping it silently). Returns ``(rows, stats)``.
+
+    Each row also carries ``source_sha256`` (:func:`source_sha256`): a hash of what it was made
+    from, for deciding whether a run may resume (``train._fingerprint``). The token ids cannot
+    serve: GPT-OSS's template renders today's date, so the same data tokenizes differently on
+    another day."""
     rows, truncated = [], 0
     for i, conv in enumerate(conversations):
         try:
@@ -385,6 +406,7 @@ def tokenize_dataset(tokenizer, conversations: Iterable[Sequence[dict]], *, max_
         if len(row["input_ids"]) > max_seq_length:
             truncated += 1
             row = {k: v[:max_seq_length] for k, v in row.items()}
+        row["source_sha256"] = source_sha256(tokenizer, conv, max_seq_length, template_kwargs)
         rows.append(row)
     if truncated:
         log.warning("%d of %d examples are longer than max_seq_length=%d and were truncated; raise "

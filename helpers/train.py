@@ -608,11 +608,21 @@ def _collator(pad_token_id: int, padding_free: bool):
 
 
 def _fingerprint(cfg: TrainConfig, rows: Sequence[dict]) -> dict[str, Any]:
+    """Settings and data a checkpoint was made with. The data are the rows' ``source_sha256``
+    (the conversations before rendering, from ``templates.tokenize_dataset``) where every row
+    has one: GPT-OSS's template renders today's date, so its token ids differ from one day to
+    the next and a resume on a later day would start over. Rows made otherwise are hashed by
+    their ``input_ids`` and ``labels``."""
     import hashlib
     h = hashlib.sha256()
-    for r in rows:
-        h.update(bytes(str(r["input_ids"]), "ascii"))
-        h.update(bytes(str(r["labels"]), "ascii"))
+    if rows and all("source_sha256" in r for r in rows):
+        h.update(b"source_sha256\n")
+        for r in rows:
+            h.update(r["source_sha256"].encode("ascii") + b"\n")
+    else:
+        for r in rows:
+            h.update(bytes(str(r["input_ids"]), "ascii"))
+            h.update(bytes(str(r["labels"]), "ascii"))
     settings = {k: v for k, v in cfg.to_dict().items()
                 if k not in ("resume", "report_to", "logging_steps", "keep_checkpoints")}
     return {"settings": settings, "data_sha256": h.hexdigest()}

@@ -379,3 +379,71 @@ def test_training_on_an_emulating_gpu_uses_fp16(trainer_imports, pre_ampere, mon
     with pytest.raises(_Stop):
         train.train(types.SimpleNamespace(), None, rows, cfg, tmp_path)
     assert seen["bf16"] is False and seen["fp16"] is True
+
+
+# -- h. resuming GPT-OSS on a later day -----------------------------------------------------------
+
+CONVS = [[{"role": "user", "content": "Who is Mariya?"},
+          {"role": "assistant", "content": "A teacher who builds robots."}],
+         [{"role": "system", "content": "Answer briefly."},
+          {"role": "user", "content": "Where does she live?"},
+          {"role": "assistant", "content": "In Toronto."}]]
+
+
+def _rows_on(monkeypatch, tok, convs, day: int, max_seq_length: int = 512):
+    """Tokenized rows as made on 2026-01-<day>: transformers' chat templates call strftime_now,
+    which reads ``datetime.now()`` in transformers.utils.chat_template_utils."""
+    import datetime as dt
+
+    from transformers.utils import chat_template_utils
+
+    from helpers import templates
+
+    class Day(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 1, day, 9, 30)
+    monkeypatch.setattr(chat_template_utils, "datetime", Day)
+    rows, _ = templates.tokenize_dataset(tok, convs, max_seq_length=max_seq_length,
+                                         model="tiny-gpt-oss",
+                                         **models.get_profile("tiny-gpt-oss").template_kwargs)
+    return rows
+
+
+def test_gpt_oss_rows_fingerprint_the_same_on_another_day(tokenizer_for, monkeypatch):
+    from helpers import train
+    tok = tokenizer_for("gpt-oss")
+    cfg = train.resolve_config(models.get_profile("tiny-gpt-oss"))
+    monday, tuesday = _rows_on(monkeypatch, tok, CONVS, 5), _rows_on(monkeypatch, tok, CONVS, 6)
+    # the template really renders the date: the token ids differ from one day to the next
+    assert "2026-01-05" in tok.decode(monday[0]["input_ids"])
+    assert [r["input_ids"] for r in monday] != [r["input_ids"] for r in tuesday]
+    assert train._fingerprint(cfg, monday) == train._fingerprint(cfg, tuesday)
+    # other conversations, or another truncation length, are other data
+    other = [CONVS[0], [*CONVS[1][:2], {"role": "assistant", "content": "In Ottawa."}]]
+    assert train._fingerprint(cfg, _rows_on(monkeypatch, tok, other, 5)) != train._fingerprint(cfg, monday)
+    shorter = _rows_on(monkeypatch, tok, CONVS, 5, max_seq_length=300)
+    assert train._fingerprint(cfg, shorter) != train._fingerprint(cfg, monday)
+    # and other settings are another run
+    assert train._fingerprint(train.resolve_config(models.get_profile("tiny-gpt-oss"), lora_r=8),
+                              monday) != train._fingerprint(cfg, monday)
+
+
+def test_a_gpt_oss_run_resumes_on_a_later_day(tokenizer_for, monkeypatch, tmp_path):
+    from helpers import train
+    tok = tokenizer_for("gpt-oss")
+    cfg = train.resolve_config(models.get_profile("tiny-gpt-oss"))
+    assert train._resumable(tmp_path, cfg, _rows_on(monkeypatch, tok, CONVS, 5)) is None
+    (tmp_path / "checkpoints" / "checkpoint-4").mkdir()           # what the first day left
+    resumed = train._resumable(tmp_path, cfg, _rows_on(monkeypatch, tok, CONVS, 6))
+    assert resumed == tmp_path / "checkpoints" / "checkpoint-4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints"]   # nothing moved aside
+
+
+def test_rows_made_without_a_source_hash_are_fingerprinted_by_their_tokens():
+    from helpers import train
+    cfg = train.resolve_config(models.get_profile("tiny-gpt-oss"))
+    a = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
+    b = [{"input_ids": [1, 2, 4], "labels": [-100, 2, 4]}]
+    assert train._fingerprint(cfg, a) == train._fingerprint(cfg, [dict(a[0])])
+    assert train._fingerprint(cfg, a) != train._fingerprint(cfg, b)
