@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,44 +25,42 @@ NOTEBOOKS_DIR = ROOT / "NoteBooks"
 
 TEMPLATES_DIR = NOTEBOOKS_DIR / "_templates"
 
-_JP = {"persona_dir": "NoteBooks/JordanPeterson", "persona_name": "Jordan Peterson"}
-_MH = {"persona_dir": "NoteBooks/MarenHolloway", "persona_name": "Maren Holloway"}
-#: notebooks made from a template: output path (under NoteBooks/), template, values
-GENERATED: dict[str, tuple[str, dict[str, str]]] = {
-    "JordanPeterson/JordanPeterson_DataPrep.ipynb": ("persona_dataprep.py", _JP),
-    "JordanPeterson/GPT_OSS_20B_JordanPeterson_FineTuning.ipynb": ("persona_finetune.py", {
-        **_JP, "title": "GPT-OSS 20B", "model": "gpt-oss-20b", "recipe": "v1",
-        "recipe_label": "V1 passage completion", "epochs": "1", "lora_r": "16", "lora_alpha": "16",
-        "notes": "Harmony chat format: answers on the final channel, reasoning effort low; the "
-                 "mask check below shows what is trained."}),
-    "JordanPeterson/Qwen3_14B_JordanPeterson_FineTuning.ipynb": ("persona_finetune.py", {
-        **_JP, "title": "Qwen3-14B", "model": "qwen3-14b", "recipe": "v1",
-        "recipe_label": "V1 passage completion", "epochs": "1", "lora_r": "16", "lora_alpha": "16",
-        "notes": "Thinking off: the template's empty think block is rendered but never trained."}),
-    "JordanPeterson/Qwen3_14B_JordanPeterson_V2_FineTuning.ipynb": ("persona_finetune.py", {
-        **_JP, "title": "Qwen3-14B", "model": "qwen3-14b", "recipe": "v2",
-        "recipe_label": "V2 synthetic Q&A", "epochs": "3", "lora_r": "32", "lora_alpha": "32",
-        "notes": "V2: the user turn is a generated question, the answer the book's own passage, "
-                 "so training matches how the model is asked."}),
-    "JordanPeterson/Qwen3_32B_JordanPeterson_FineTuning.ipynb": ("persona_finetune.py", {
-        **_JP, "title": "Qwen3-32B", "model": "qwen3-32b", "recipe": "v2",
-        "recipe_label": "V2 synthetic Q&A", "epochs": "3", "lora_r": "32", "lora_alpha": "32",
-        "notes": "About 17.6 GB of 4-bit weights on a 24 GB card: if memory runs out the run "
-                 "steps down (max_seq_length 1024 -> 768 -> 512, batch 1, then Qwen3-30B-A3B, "
-                 "then Qwen3-14B) and records each step in run.json."}),
-    "JordanPeterson/AllModels_JordanPeterson_Comparison.ipynb": ("persona_comparison.py", {
-        **_JP, "variants": '["gpt-oss-20b", "gpt-oss-20b:v1", "qwen3-14b", "qwen3-14b:v1", '
-                           '"qwen3-14b:v2", "qwen3-32b", "qwen3-32b:v2"]'}),
-    # the second persona: the sample book's invented author (what `make demo` runs)
-    "MarenHolloway/MarenHolloway_DataPrep.ipynb": ("persona_dataprep.py", _MH),
-    "MarenHolloway/Qwen3_14B_MarenHolloway_V2_FineTuning.ipynb": ("persona_finetune.py", {
-        **_MH, "title": "Qwen3-14B", "model": "qwen3-14b", "recipe": "v2",
-        "recipe_label": "V2 synthetic Q&A", "epochs": "3", "lora_r": "32", "lora_alpha": "32",
-        "notes": "Questions from the rule-based source (no API key needed), answers the book's "
-                 "own passages."}),
-    "MarenHolloway/AllModels_MarenHolloway_Comparison.ipynb": ("persona_comparison.py", {
-        **_MH, "variants": '["qwen3-14b", "qwen3-14b:v2"]'}),
-}
+MANIFEST = TEMPLATES_DIR / "notebooks.toml"
+#: keys of a [notebooks."<path>"] table that are not template values
+_META_KEYS = {"template", "persona", "needs", "run"}
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One notebook made from a template (a table of ``NoteBooks/_templates/notebooks.toml``)."""
+
+    path: str                     # under NoteBooks/
+    template: str
+    values: dict[str, str]
+    needs: str = ""
+    run: str = ""
+
+
+def generated(manifest: Path = MANIFEST) -> list[Generated]:
+    """The generated notebooks listed in ``notebooks.toml``, with their template values."""
+    import tomllib
+    data = tomllib.loads(manifest.read_text(encoding="utf-8"))
+    personas = data.get("personas", {})
+    out = []
+    for rel, table in data.get("notebooks", {}).items():
+        for key in ("template", "persona", "needs", "run"):
+            if key not in table:
+                raise ValueError(f"{manifest}: [notebooks.\"{rel}\"] has no `{key}`; every generated "
+                                 f"notebook says {', '.join(sorted(_META_KEYS))}.")
+        if table["persona"] not in personas:
+            raise ValueError(f"{manifest}: [notebooks.\"{rel}\"] names persona {table['persona']!r}, "
+                             f"which has no [personas.{table['persona']}] table "
+                             f"(known: {', '.join(sorted(personas))}).")
+        values = {**personas[table["persona"]],
+                  **{k: str(v) for k, v in table.items() if k not in _META_KEYS}}
+        out.append(Generated(path=rel, template=table["template"], values=values,
+                             needs=table["needs"], run=table["run"]))
+    return out
 
 
 def sources() -> list[Path]:
@@ -91,8 +90,8 @@ def _fill(template: str, values: dict[str, str]) -> str:
 def targets() -> dict[Path, str]:
     """Every notebook and the py:percent text it is made from."""
     out = {src.with_suffix(".ipynb"): src.read_text(encoding="utf-8") for src in sources()}
-    for rel, (template, values) in GENERATED.items():
-        out[NOTEBOOKS_DIR / rel] = _fill(template, values)
+    for nb in generated():
+        out[NOTEBOOKS_DIR / nb.path] = _fill(nb.template, nb.values)
     return out
 
 
@@ -142,7 +141,13 @@ def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m helpers.notebooks", description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="only check that notebooks match their sources")
+    p.add_argument("--list", action="store_true",
+                   help="list the generated notebooks with what each needs and how to run it")
     args = p.parse_args(argv)
+    if args.list:
+        for nb in generated():
+            print(f"NoteBooks/{nb.path}\n  needs: {nb.needs}\n  run:   {nb.run}")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     stale = generate(check=args.check)
     if args.check and stale:

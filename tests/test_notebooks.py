@@ -91,7 +91,7 @@ def test_persona_notebooks_share_one_shape():
     """Generated from one template: the same section headers in every persona notebook, and a
     template value left unfilled is an error."""
     heads = []
-    finetune = [rel for rel, (template, _) in notebooks.GENERATED.items() if template == "persona_finetune.py"]
+    finetune = [nb.path for nb in notebooks.generated() if nb.template == "persona_finetune.py"]
     assert len(finetune) >= 4
     for rel in finetune:
         nb = json.loads((notebooks.NOTEBOOKS_DIR / rel).read_text())
@@ -239,3 +239,19 @@ def test_an_unknown_parameter_stops_the_notebook(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="UnknownParameterError"):
         notebooks.execute(MARIYA, tmp_path / "bad.ipynb", {"smoke": True, "learning_rat": 0.1},
                           progress=False)
+
+
+def test_the_notebook_list_is_data_and_its_mistakes_are_named(tmp_path):
+    listed = {nb.path: nb for nb in notebooks.generated()}
+    assert "MarenHolloway/MarenHolloway_DataPrep.ipynb" in listed
+    v2 = listed["MarenHolloway/Qwen3_14B_MarenHolloway_V2_FineTuning.ipynb"]
+    assert v2.values["persona_name"] == "Maren Holloway" and v2.values["recipe"] == "v2"
+    assert all(nb.needs and nb.run.startswith("papermill NoteBooks/" + nb.path) for nb in listed.values())
+    bad = tmp_path / "notebooks.toml"
+    bad.write_text('[personas.A]\nx = "1"\n[notebooks."A/a.ipynb"]\ntemplate = "t.py"\npersona = "A"\n'
+                   'needs = "n"\n')
+    with pytest.raises(ValueError, match="has no `run`"):
+        notebooks.generated(bad)
+    bad.write_text('[notebooks."A/a.ipynb"]\ntemplate = "t.py"\npersona = "B"\nneeds = "n"\nrun = "r"\n')
+    with pytest.raises(ValueError, match=r"persona 'B'.*\[personas.B\]"):
+        notebooks.generated(bad)
