@@ -75,6 +75,20 @@ def _read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def _base_kwargs(source: str | os.PathLike, config: dict) -> dict:
+    """from_pretrained keywords for reloading a 16-bit base model (the merge, base + adapter):
+    :func:`_model_kwargs`, and for an MXFP4 checkpoint (openai/gpt-oss-*) ``Mxfp4Config(
+    dequantize=True)``, decided by the training load's rule (``train._mxfp4_checkpoint``):
+    where triton >= 3.4 and ``kernels`` are installed transformers otherwise keeps MXFP4 weights,
+    which a LoRA cannot be merged into (or applied to for the experts)."""
+    from helpers.train import _mxfp4_checkpoint
+    kwargs = _model_kwargs(config)
+    if _mxfp4_checkpoint(str(source), config=config):
+        from transformers import Mxfp4Config
+        kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
+    return kwargs
+
+
 def _model_kwargs(config: dict) -> dict:
     """Extra from_pretrained keywords a family needs (GPT-OSS trains and runs with eager attention)."""
     return {"attn_implementation": "eager"} if config.get("model_type") == "gpt_oss" else {}
@@ -155,21 +169,17 @@ def export_merged(base_source: str | os.PathLike, adapter_dir: str | os.PathLike
     adapter_dir = _require_adapter(Path(adapter_dir))
     out = Path(out_dir)
     t0 = time.time()
-    config = AutoConfig.from_pretrained(str(base_source))
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, **_model_kwargs(config.to_dict())}
-    quant = getattr(config, "quantization_config", None)
-    if quant:
+    config = AutoConfig.from_pretrained(str(base_source)).to_dict()
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, **_base_kwargs(base_source, config)}
+    quant = config.get("quantization_config")
+    if quant and "quantization_config" not in kwargs:  # MXFP4 (gpt-oss) is loaded dequantized
         method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
         method = getattr(method, "value", method)
-        if method == "mxfp4":  # openai/gpt-oss-*: MXFP4 experts, dequantized to bf16 for merging
-            from transformers import Mxfp4Config
-            kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
-        else:
-            raise ValueError(
-                f"base_source {base_source} is a quantized checkpoint ({method}); a LoRA adapter "
-                "must be merged into the unquantized base model. Pass the 16-bit model instead "
-                "(the profile's hub_id, e.g. Qwen/Qwen3-14B rather than "
-                "unsloth/Qwen3-14B-unsloth-bnb-4bit).")
+        raise ValueError(
+            f"base_source {base_source} is a quantized checkpoint ({method}); a LoRA adapter "
+            "must be merged into the unquantized base model. Pass the 16-bit model instead "
+            "(the profile's hub_id, e.g. Qwen/Qwen3-14B rather than "
+            "unsloth/Qwen3-14B-unsloth-bnb-4bit).")
     if device != "cpu":
         kwargs["device_map"] = {"": device}
     tok_source = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_source
@@ -704,7 +714,7 @@ def _base_plus_adapter(base: str, adapter_dir: Path, torch_dtype, device: str):
 
     config = AutoConfig.from_pretrained(str(base)).to_dict()
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype, **_placement(device),
-                                                 **_model_kwargs(config))
+                                                 **_base_kwargs(base, config))
     model = PeftModel.from_pretrained(model, str(adapter_dir))
     tokenizer = AutoTokenizer.from_pretrained(
         str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else str(base))

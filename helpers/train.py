@@ -312,15 +312,23 @@ def _loading_reports():
         mu.log_state_dict_report = original
 
 
-def _mxfp4_checkpoint(source: str, profile: ModelProfile) -> bool:
-    """Whether ``source`` stores MXFP4 weights (openai/gpt-oss-*): its config.json when local,
-    else the gpt-oss profile's 16-bit hub id."""
-    config = Path(source) / "config.json"
-    if config.is_file():
+def _mxfp4_checkpoint(source: str, profile: ModelProfile | None = None, *,
+                      config: dict | None = None) -> bool:
+    """Whether ``source`` stores MXFP4 weights (openai/gpt-oss-*): ``config`` (its config as a
+    dict, e.g. ``AutoConfig.from_pretrained(source).to_dict()``) when given, else its config.json
+    when local, else whether it is the gpt-oss ``profile``'s 16-bit hub id. Used for training
+    loads here and for the export merge and reloads (:mod:`helpers.export`)."""
+    path = Path(source) / "config.json"
+    if config is None and path.is_file():
         import json
-        quant = json.loads(config.read_text()).get("quantization_config") or {}
-        return str(quant.get("quant_method", "")).lower() == "mxfp4"
-    return profile.family == "gpt-oss" and not profile.is_standin and source == profile.hub_id
+        config = json.loads(path.read_text())
+    if config is not None:
+        quant = config.get("quantization_config") or {}
+        method = (quant.get("quant_method") if isinstance(quant, dict)
+                  else getattr(quant, "quant_method", None))
+        return str(getattr(method, "value", method) or "").lower() == "mxfp4"
+    return (profile is not None and profile.family == "gpt-oss" and not profile.is_standin
+            and source == profile.hub_id)
 
 
 def _accepts(func, name: str) -> bool:

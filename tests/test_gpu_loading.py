@@ -309,6 +309,53 @@ def test_mxfp4_is_read_from_a_local_config(tmp_path):
     assert not train._mxfp4_checkpoint(str(tmp_path), profile)
 
 
+
+class _StopAfterLoad(Exception):
+    """Raised by the fake PeftModel: the test only needs the base model's load arguments."""
+
+
+@pytest.mark.parametrize("entry", ["export_merged", "load_export_adapter"])
+@pytest.mark.parametrize("hub_id, mxfp4", [("openai/gpt-oss-20b", True), ("Qwen/Qwen3-14B", False)])
+def test_export_reloads_an_mxfp4_base_dequantized(fake_transformers, monkeypatch, tmp_path,
+                                                  entry, hub_id, mxfp4):
+    """The export merge and the base + adapter reload (adapter check, logits reference) load
+    openai/gpt-oss-20b with Mxfp4Config(dequantize=True), decided by train._mxfp4_checkpoint from
+    the checkpoint's config (read with AutoConfig, so a hub id works as well as a folder)."""
+    import peft
+    import transformers
+    from transformers import Mxfp4Config
+
+    from helpers import export
+    configs = {"openai/gpt-oss-20b": {"model_type": "gpt_oss", "quantization_config": {
+                   "quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn"]}},
+               "Qwen/Qwen3-14B": {"model_type": "qwen3"}}
+
+    def config_from_pretrained(source, **kwargs):  # like PretrainedConfig: extra keys are attributes
+        cfg = configs[str(source)]
+        return types.SimpleNamespace(**cfg, to_dict=lambda: dict(cfg))
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", config_from_pretrained)
+
+    def stop(model, *a, **k):
+        raise _StopAfterLoad
+    monkeypatch.setattr(peft.PeftModel, "from_pretrained", stop)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": hub_id}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    with pytest.raises(_StopAfterLoad):
+        if entry == "export_merged":
+            export.export_merged(hub_id, adapter, tmp_path / "merged")
+        else:
+            export.load_export("adapter", adapter, device="cpu")
+    source, kwargs = fake_transformers[-1]
+    assert source == hub_id
+    q = kwargs.get("quantization_config")
+    if mxfp4:
+        assert isinstance(q, Mxfp4Config) and q.dequantize is True
+        assert kwargs["attn_implementation"] == "eager"
+    else:
+        assert q is None
+
 # -- i. each process measures its own GPU; run.json records what was really loaded ---------------
 class FakeCuda:
     def __init__(self):
