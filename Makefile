@@ -43,6 +43,14 @@ SWEEP ?= NoteBooks/Mariya/Qwen2.5_3B_Mariya_FineTuning.ipynb --name mariya-r-lr 
 sweep: setup
 	@$(PY) -m helpers.sweep $(SWEEP) $(if $(shell command -v nvidia-smi),,--set smoke=True)
 
+# make gpu-check: the GPU paths on random-weight copies of Qwen3-14B and GPT-OSS-20B (both
+# backends, a 24 GiB cap, the OOM ladder, exports) on an offline CUDA machine; one JSON file in
+# outputs/gpu_check/. Installs trl/unsloth/bitsandbytes from gpu_wheels/ (bash scripts/gpu_wheels.sh
+# on a machine with internet) when they are missing. Exits 2 at once without CUDA.
+GPU_CHECK_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-check:
+	@$(GPU_CHECK_PY) scripts/gpu_check.py --install-wheels $(GPU_CHECK_ARGS)
+
 bench: setup
 	@$(PY) bench/masking_bench.py
 
