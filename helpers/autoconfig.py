@@ -2,9 +2,9 @@
 loading, batch size and accumulation, gradient checkpointing and the maximum sequence length,
 and say why for each.
 
-The choices are rules of thumb anchored on the profile's VRAM estimates (peak LoRA training at
-its default sequence length and batch); :mod:`helpers.memory`'s fallback ladder still catches
-what they get wrong.
+The choices are rules of thumb anchored on the profile's VRAM estimates for the backend that will
+run (peak LoRA training at its default sequence length and batch; ``ModelProfile.vram_gb``);
+:mod:`helpers.memory`'s fallback ladder still catches what they get wrong.
 """
 
 from __future__ import annotations
@@ -44,9 +44,15 @@ class AutoChoice:
 
 
 def auto_configure(profile: ModelProfile | str, *, free_gb: float | None,
-                   length_report: dict | None = None, effective_batch: int | None = None) -> AutoChoice:
+                   length_report: dict | None = None, effective_batch: int | None = None,
+                   backend: str | None = None) -> AutoChoice:
     """Choose memory settings for ``profile`` given ``free_gb`` (the driver's free memory; None
-    without CUDA) and an optional :func:`helpers.recipes.length_report` of the training set."""
+    without CUDA) and an optional :func:`helpers.recipes.length_report` of the training set.
+
+    ``backend`` is the one that will run (``unsloth`` or ``transformers``, as
+    :func:`helpers.train.select_backend` resolves it; None: Unsloth's estimates): the sizes are
+    the profile's for that backend, and 4 bits is never chosen where that backend cannot load
+    them (``ModelProfile.no_4bit_transformers``)."""
     p = get_profile(profile)
     reasons: list[str] = []
     effective = effective_batch or p.train.batch_size * p.train.grad_accum
@@ -70,21 +76,30 @@ def auto_configure(profile: ModelProfile | str, *, free_gb: float | None,
                        "(memory is not the limit on a CPU, it would only slow training)")
         return AutoChoice(False, batch, math.ceil(effective / batch), False, seq, reasons)
 
-    need16, need4 = p.vram_gb_16bit, p.vram_gb_4bit
+    need16, need4 = p.vram_gb(False, backend), p.vram_gb(True, backend)
+    on = f" on {backend}" if backend else ""
+    can4 = not (backend == "transformers" and p.no_4bit_transformers)
+    nxt = f" ({', '.join(p.fallbacks)})" if p.fallbacks else ""
+    ladder = ("the out-of-memory ladder will shorten sequences, then batch, then try lighter "
+              f"models{nxt}")
     if need16 * FIT_MARGIN <= free_gb:
         four, need = False, need16
-        reasons.append(f"16-bit: needs ~{need16:.1f} GB and {free_gb:.1f} GB are free (no "
+        reasons.append(f"16-bit: needs ~{need16:.1f} GB{on} and {free_gb:.1f} GB are free (no "
                        "quantisation error)")
+    elif not can4:
+        four, need = False, need16
+        reasons.append(f"16-bit, and still tight: ~{need16:.1f} GB needed{on}, {free_gb:.1f} GB "
+                       f"free; 4-bit cannot run on the {backend} backend ({p.no_4bit_transformers}; "
+                       f"backend='unsloth' loads it in ~{p.vram_gb(True, 'unsloth'):.1f} GB); "
+                       + ladder)
     elif need4 * FIT_MARGIN <= free_gb:
         four, need = True, need4
-        reasons.append(f"4-bit (QLoRA): 16-bit needs ~{need16:.1f} GB but only {free_gb:.1f} GB "
+        reasons.append(f"4-bit (QLoRA): 16-bit needs ~{need16:.1f} GB{on} but only {free_gb:.1f} GB "
                        f"are free; 4-bit needs ~{need4:.1f} GB")
     else:
         four, need = True, need4
-        nxt = f" ({', '.join(p.fallbacks)})" if p.fallbacks else ""
-        reasons.append(f"4-bit, and still tight: ~{need4:.1f} GB needed, {free_gb:.1f} GB free; "
-                       f"the out-of-memory ladder will shorten sequences, then batch, then try "
-                       f"lighter models{nxt}")
+        reasons.append(f"4-bit, and still tight: ~{need4:.1f} GB needed{on}, {free_gb:.1f} GB "
+                       f"free; " + ladder)
     headroom = (free_gb - need) / need
     batch = p.train.batch_size * seq_room
     checkpointing = four or headroom < TIGHT_HEADROOM
@@ -121,17 +136,23 @@ def _with_explicit(auto: AutoChoice, explicit: dict[str, Any]) -> dict[str, Any]
 
 
 def suggest(model: str, data_path, *, smoke: bool | None = None, explicit: dict[str, Any] | None = None,
-            template_kwargs: dict | None = None) -> tuple[AutoChoice, dict[str, Any]]:
+            template_kwargs: dict | None = None,
+            backend: str | None = "auto") -> tuple[AutoChoice, dict[str, Any]]:
     """Auto-configuration for a run of ``model`` on the training file ``data_path``: measures the
-    data's token lengths with the model's tokenizer and reads the GPU's free memory. Returns the
-    choice (print it: every setting with its reason) and the settings to train with, where the
-    ``explicit`` values (notebook parameters; None = not given) win."""
+    data's token lengths with the model's tokenizer and reads the GPU's free memory. ``backend``
+    is the run's setting (auto, unsloth, transformers; None: auto), resolved as the run will
+    resolve it (:func:`helpers.train.select_backend`) to pick that backend's memory estimates.
+    Returns the choice (print it: every setting with its reason) and the settings to train with,
+    where the ``explicit`` values (notebook parameters; None = not given) win."""
     from helpers import data as data_mod
     from helpers import memory, recipes
     from helpers.dataprep import load_tokenizer
+    from helpers.train import select_backend
+    runs_on = select_backend(backend or "auto")
     tokenizer, choice = load_tokenizer(model, smoke)
     convs = data_mod.load(data_path, allow_duplicates=True).conversations
     kwargs = choice.profile.template_kwargs if template_kwargs is None else template_kwargs
     report = recipes.length_report(tokenizer, convs, **kwargs)
-    auto = auto_configure(choice.profile, free_gb=memory.free_memory_gb(), length_report=report)
+    auto = auto_configure(choice.profile, free_gb=memory.free_memory_gb(), length_report=report,
+                          backend=runs_on)
     return auto, _with_explicit(auto, explicit or {})

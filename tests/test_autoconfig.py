@@ -1,3 +1,5 @@
+import pytest
+
 from helpers.autoconfig import auto_configure
 from helpers.train import resolve_config
 
@@ -55,3 +57,61 @@ def test_suggest_measures_the_data_and_lets_parameters_win(tmp_path):
     assert "batch_size=3 as given" in str(auto)
     cfg = resolve_config(__import__("helpers.models", fromlist=["x"]).get_profile("tiny-qwen3"), **settings)
     assert cfg.batch_size == 3
+
+
+def test_moe_sizes_follow_the_backend():
+    """Qwen3-30B-A3B in 4 bits is ~19 GB on Unsloth (experts quantized) but ~65 GB on
+    transformers (bitsandbytes leaves the 3-D expert parameters in bf16)."""
+    unsloth = auto_configure("qwen3-30b-a3b", free_gb=40.0, backend="unsloth")
+    assert unsloth.load_in_4bit and "4-bit needs ~19.0 GB" in str(unsloth)
+    assert unsloth.batch_size == 2          # 21 GB to spare: a bigger batch
+    assert str(auto_configure("qwen3-30b-a3b", free_gb=40.0)) == str(unsloth).replace(" on unsloth", "")
+    tf = auto_configure("qwen3-30b-a3b", free_gb=40.0, backend="transformers")
+    assert "19.0" not in str(tf) and "~65.0 GB needed on transformers" in str(tf)
+    assert "still tight" in str(tf) and "qwen3-14b" in str(tf)
+    assert tf.batch_size == 1 and tf.gradient_checkpointing
+    # room for the 16-bit model (66 GB) on either backend
+    assert not auto_configure("qwen3-30b-a3b", free_gb=75.0, backend="transformers").load_in_4bit
+
+
+def test_gpt_oss_is_never_4_bit_on_transformers():
+    tf = auto_configure("gpt-oss-20b", free_gb=30.0, backend="transformers")
+    assert not tf.load_in_4bit
+    assert "4-bit cannot run on the transformers backend" in tf.reasons[0]
+    assert "~44.0 GB needed on transformers" in tf.reasons[0] and "backend='unsloth'" in tf.reasons[0]
+    assert tf.batch_size == 1 and tf.gradient_checkpointing
+    cfg = resolve_config(__import__("helpers.models", fromlist=["x"]).get_profile("gpt-oss-20b"),
+                         **tf.overrides())
+    assert cfg.load_in_4bit is False        # the run loads 16 bits instead of refusing
+    assert not auto_configure("gpt-oss-20b", free_gb=50.0, backend="transformers").load_in_4bit
+    assert auto_configure("gpt-oss-20b", free_gb=30.0, backend="unsloth").load_in_4bit
+
+
+@pytest.mark.parametrize("backend, unsloth_installed, runs_on",
+                         [("auto", True, "unsloth"), ("auto", False, "transformers"),
+                          ("transformers", True, "transformers"), ("unsloth", True, "unsloth")])
+def test_suggest_sizes_for_the_backend_that_will_run(monkeypatch, tmp_path, backend,
+                                                     unsloth_installed, runs_on):
+    import json
+
+    from helpers import autoconfig, dataprep, memory, models, train
+    from helpers.autoconfig import suggest
+    tokenizer, _ = dataprep.load_tokenizer("qwen3-30b-a3b", smoke=True)
+    monkeypatch.setattr(dataprep, "load_tokenizer",
+                        lambda model, smoke=None: (tokenizer, models.choose(model, smoke=False)))
+    monkeypatch.setattr(memory, "free_memory_gb", lambda device=None: 40.0)
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    monkeypatch.setattr(train, "unsloth_available", lambda: unsloth_installed)
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    seen = []
+    real = autoconfig.auto_configure
+    monkeypatch.setattr(autoconfig, "auto_configure", lambda *a, **k: seen.append(k["backend"]) or real(*a, **k))
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"Question {i}?", "completion": "word " * 10})
+                              for i in range(10)))
+    auto, settings = suggest("qwen3-30b-a3b", path, smoke=False, backend=backend)
+    assert seen == [runs_on]
+    assert ("19.0" in str(auto)) == (runs_on == "unsloth")
+    assert (settings["batch_size"] == 1) == (runs_on == "transformers")   # 65 GB: tight
+    assert settings["load_in_4bit"] is True

@@ -75,7 +75,8 @@ settings = persona.train_settings(epochs=epochs, learning_rate=learning_rate, lo
                                   lora_alpha=lora_alpha, max_seq_length=max_seq_length,
                                   batch_size=batch_size, grad_accum=grad_accum, seed=seed)
 if auto:
-    auto_choice, settings = autoconfig.suggest(model, sets.files[recipe], smoke=smoke, explicit=settings)
+    auto_choice, settings = autoconfig.suggest(model, sets.files[recipe], smoke=smoke, explicit=settings,
+                                               backend=backend)
     print(f"Auto-configuration: {auto_choice}")
 run = finetune.FineTuneRun.start(
     model=model, output_dir=notebook.path(output_dir), name=f"{persona.slug}-{recipe}", smoke=smoke,
