@@ -16,11 +16,9 @@ from typing import Any, Sequence
 from helpers import models, recipes
 from helpers.notebook import ROOT
 from helpers.passage import Passage
-from helpers.persona import Persona
+from helpers.persona import BOOK_SUFFIXES, Persona, has_books  # noqa: F401  (BOOK_SUFFIXES: re-export)
 
 log = logging.getLogger(__name__)
-
-BOOK_SUFFIXES = (".pdf", ".epub", ".txt", ".md", ".markdown")
 
 
 def books_folder(persona: Persona, *, sample_book: bool | None = None) -> tuple[Path, bool]:
@@ -29,9 +27,7 @@ def books_folder(persona: Persona, *, sample_book: bool | None = None) -> tuple[
     ``sample_book=None`` uses the sample book only when the persona's folder has no books (and
     says so); ``True`` always uses it; ``False`` never does (an empty folder is then an error
     from :func:`helpers.pdf.load_corpus`)."""
-    has_books = persona.books.is_dir() and any(
-        p.suffix.lower() in BOOK_SUFFIXES for p in persona.books.iterdir())
-    if sample_book is False or (sample_book is None and has_books):
+    if sample_book is False or (sample_book is None and has_books(persona.books)):
         return persona.books, False
     from helpers.pdf import make_sample_pdf
     from helpers.notebook import work_dir
@@ -106,6 +102,7 @@ def write_sets(persona: Persona, split: recipes.Split, records: Sequence[dict],
     (folder / "dataprep.json").write_text(json.dumps({
         "persona": persona.name, "system_prompt": persona.system_prompt,
         "counts": out.counts, "regions": split.regions,
+        "substitutions": list(persona.substitutions),
         "sources": sorted({r.get("source", "?") for r in records})}, indent=1))
     return out
 

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers.models import smoke_mode
 from helpers.notebook import ROOT
+
+#: file types read as books (helpers.pdf.load_corpus)
+BOOK_SUFFIXES = (".pdf", ".epub", ".txt", ".md", ".markdown")
+#: the project's own book, used where a persona's books are missing in smoke mode
+SAMPLE_BOOK = ROOT / "helpers" / "sample_book"
 
 
 class PersonaError(ValueError):
@@ -56,6 +62,8 @@ class Persona:
     compare_prompts: tuple[str, ...] = ()
     #: training settings from ``[train]`` (between the profile's defaults and the parameters)
     train: dict = field(default_factory=dict)
+    #: what smoke mode put in place of the persona's own settings, one sentence each
+    substitutions: tuple[str, ...] = ()
 
     def train_settings(self, **parameters: Any) -> dict[str, Any]:
         """Training settings for a run: each parameter given (not None) wins, else the
@@ -64,6 +72,10 @@ class Persona:
         if unknown:
             raise PersonaError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(TRAIN_KEYS)}.")
         return {k: (v if v is not None else self.train.get(k)) for k, v in parameters.items()}
+
+    def substitution_note(self) -> str:
+        """What smoke mode substituted, as lines to show; empty when nothing was."""
+        return "\n".join(f"Smoke mode substituted {s}" for s in self.substitutions)
 
     @property
     def comparison_prompts(self) -> tuple[str, ...]:
@@ -76,14 +88,25 @@ class Persona:
 
     @property
     def dataset_dir(self) -> Path:
-        """Where this persona's question cache, training sets and held-out split live."""
+        """Where this persona's question cache, training sets and held-out split live; a
+        separate ``<Persona>-smoke`` folder when smoke mode substituted its books or question
+        source, so those sets are never taken for the real ones."""
         from helpers.notebook import work_dir
-        return work_dir() / "qa_dataset" / self.slug
+        return work_dir() / "qa_dataset" / (self.slug + ("-smoke" if self.substitutions else ""))
 
 
-def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
+def has_books(folder: Path) -> bool:
+    return folder.is_dir() and any(p.suffix.lower() in BOOK_SUFFIXES for p in folder.iterdir())
+
+
+def load(folder: str | os.PathLike, *, smoke: bool | None = None, **overrides: Any) -> Persona:
     """Read ``folder/persona.toml`` and apply ``overrides`` (data settings or ``books`` /
-    ``system_prompt``; ``None`` values are ignored)."""
+    ``system_prompt``; ``None`` values are ignored).
+
+    In smoke mode (``smoke``, else ``FINETUNING_SMOKE``) a run spends nothing and needs nothing
+    from outside: questions come from the rule-based source unless ``qa_source`` is given, and
+    the project's sample book stands in for a books folder with no books unless ``books`` is
+    given. Each substitution is a sentence in ``Persona.substitutions``."""
     from helpers.notebook import path as project_path
     folder = project_path(folder)
     path = folder / "persona.toml"
@@ -124,8 +147,18 @@ def load(folder: str | os.PathLike, **overrides: Any) -> Persona:
     if data.qa_source not in ("anthropic", "local", "rule"):
         raise PersonaError(f"qa_source={data.qa_source!r}: use 'anthropic', 'local' or 'rule'.")
     books = Path(over.get("books", raw["books"])).expanduser()
-    return Persona(name=raw["name"], folder=folder,
-                   books=books if books.is_absolute() else ROOT / books,
+    books = books if books.is_absolute() else ROOT / books
+    substitutions = []
+    if smoke_mode(smoke):
+        if "qa_source" not in over and data.qa_source != "rule":
+            substitutions.append(f"questions: rule-based instead of {data.qa_source!r} (smoke mode "
+                                 "spends nothing and needs no API key; set qa_source to choose)")
+            data = dataclasses.replace(data, qa_source="rule")
+        if "books" not in over and not has_books(books):
+            substitutions.append(f"books: the project's sample book instead of {books} (no books "
+                                 "there; set books to choose)")
+            books = SAMPLE_BOOK
+    return Persona(name=raw["name"], folder=folder, books=books, substitutions=tuple(substitutions),
                    system_prompt=over.get("system_prompt", raw["system_prompt"]).strip(), data=data,
                    questions=lists["questions"], compare_prompts=lists["compare_prompts"],
                    train=dict(train_raw))

@@ -255,3 +255,26 @@ def test_the_notebook_list_is_data_and_its_mistakes_are_named(tmp_path):
     bad.write_text('[notebooks."A/a.ipynb"]\ntemplate = "t.py"\npersona = "B"\nneeds = "n"\nrun = "r"\n')
     with pytest.raises(ValueError, match=r"persona 'B'.*\[personas.B\]"):
         notebooks.generated(bad)
+
+
+def test_smoke_mode_is_an_offline_dry_run_under_plain_nbconvert(tmp_path):
+    """A persona whose books are missing and whose questions come from Claude: with
+    FINETUNING_SMOKE=1 and no API key, its DataPrep notebook runs with no parameters, says what
+    it substituted and records it beside the training sets."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    env.update(FINETUNING_SMOKE="1", FINETUNING_WORKDIR=str(tmp_path))
+    nb = ROOT / "NoteBooks" / "JordanPeterson" / "JordanPeterson_DataPrep.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+         "--ExecutePreprocessor.timeout=600", "--output-dir", str(tmp_path / "executed"), str(nb)],
+        env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = _text(_outputs(tmp_path / "executed" / nb.name))
+    assert "Smoke mode substituted questions: rule-based instead of 'anthropic'" in text
+    assert "Smoke mode substituted books" in text
+    made = json.loads((tmp_path / "qa_dataset" / "JordanPeterson-smoke" / "dataprep.json").read_text())
+    assert len(made["substitutions"]) == 2 and made["counts"]["v2"] > 0
+    assert not (tmp_path / "qa_dataset" / "JordanPeterson").exists()

@@ -51,3 +51,23 @@ def test_train_settings_sit_between_the_profile_and_the_parameters(tmp_path):
     (folder / "persona.toml").write_text('name = "P"\nbooks = "b"\nsystem_prompt = "s"\n[train]\nlr = 1\n')
     with pytest.raises(persona.PersonaError, match=r"train\.lr.*under \[train\]: epochs"):
         persona.load(folder)
+
+
+def test_smoke_mode_substitutes_what_would_cost_or_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNING_WORKDIR", str(tmp_path))
+    real = persona.load("NoteBooks/JordanPeterson", smoke=False)
+    assert real.data.qa_source == "anthropic" and not real.substitutions
+    smoke = persona.load("NoteBooks/JordanPeterson", smoke=True)
+    assert smoke.data.qa_source == "rule" and smoke.books == persona.SAMPLE_BOOK
+    assert len(smoke.substitutions) == 2 and "instead of 'anthropic'" in smoke.substitutions[0]
+    assert "Smoke mode substituted books" in smoke.substitution_note()
+    # sets made from substituted data never land where a real run would reuse them
+    assert smoke.dataset_dir == tmp_path / "qa_dataset" / "JordanPeterson-smoke"
+    monkeypatch.setenv("FINETUNING_SMOKE", "1")
+    assert persona.load("NoteBooks/JordanPeterson").substitutions == smoke.substitutions
+    # what is given explicitly is kept
+    chosen = persona.load("NoteBooks/JordanPeterson", qa_source="local", books=str(tmp_path))
+    assert chosen.data.qa_source == "local" and chosen.books == tmp_path and not chosen.substitutions
+    # a persona that already asks nothing and has its books is not touched
+    maren = persona.load("NoteBooks/MarenHolloway")
+    assert not maren.substitutions and maren.dataset_dir.name == "MarenHolloway"

@@ -60,7 +60,9 @@ notebook.environment()
 # memorisation references). Made from the books if the persona's sets are not there yet.
 
 # %%
-persona = personas.load(persona_dir, qa_source=qa_source)
+persona = personas.load(persona_dir, qa_source=qa_source, smoke=smoke)
+if persona.substitutions:
+    print(persona.substitution_note())
 sets = dataprep.training_sets(persona, "v1", sample_book=sample_book, smoke=smoke,
                               folder=notebook.path(data_dir))
 texts = compare.Texts.from_sets(sets.folder)

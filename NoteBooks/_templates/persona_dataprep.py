@@ -51,7 +51,9 @@ notebook.setup()
 persona = personas.load(persona_dir, books=books, qa_source=qa_source,
                         questions_per_passage=questions_per_passage, budget_usd=budget_usd,
                         concurrency=concurrency, words=words, overlap=overlap, min_words=min_words,
-                        heldout_fraction=heldout_fraction)
+                        heldout_fraction=heldout_fraction, smoke=smoke)
+if persona.substitutions:
+    print(persona.substitution_note())
 out_folder = notebook.path(output_dir) or persona.dataset_dir
 dataprep.settings_table(persona, output_folder=str(out_folder))
 

@@ -58,7 +58,9 @@ notebook.environment()
 # the cache when present, so nothing is paid for twice).
 
 # %%
-persona = personas.load(persona_dir, qa_source=qa_source)
+persona = personas.load(persona_dir, qa_source=qa_source, smoke=smoke)
+if persona.substitutions:
+    print(persona.substitution_note())
 sets = dataprep.training_sets(persona, recipe, sample_book=sample_book, model=model, smoke=smoke,
                               folder=notebook.path(data_dir))
 sets.table()
@@ -81,7 +83,8 @@ if auto:
 run = finetune.FineTuneRun.start(
     model=model, output_dir=notebook.path(output_dir), name=f"{persona.slug}-{recipe}", smoke=smoke,
     system_prompt=persona.system_prompt,
-    parameters={"persona": persona.name, "recipe": recipe, "data": str(sets.files[recipe]), "auto": auto},
+    parameters={"persona": persona.name, "recipe": recipe, "data": str(sets.files[recipe]), "auto": auto,
+                "substitutions": list(persona.substitutions)},
     backend=backend, **settings)
 dataset = run.load_data(sets.files[recipe], allow_duplicates=True)  # V1 prompts rotate by design
 print(f"{len(dataset)} {recipe.upper()} examples from {sets.files[recipe]}")
