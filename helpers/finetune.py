@@ -280,10 +280,19 @@ def export_table(run: FineTuneRun, formats: Sequence[str], question: str):
     with run.record.phase("export"):
         rows = export.export_all(run.output_dir, run.output_dir / "export", tuple(formats), question,
                                  system_prompt=run.system_prompt)
-    run.record.update("exports", {k: {"status": v["status"], "path": v["path"], "size_mb": v["size_mb"]}
-                                  for k, v in rows.items()})
+    run.record.update("exports", {k: _export_entry(v) for k, v in rows.items()})
     table = pd.DataFrame(rows).T
-    return table[[c for c in ("status", "size_mb", "answer", "reason", "seconds", "path") if c in table]]
+    return table[[c for c in ("status", "size_mb", "outtype", "outtype_asked", "answer", "reason",
+                              "seconds", "path") if c in table]]
+
+
+def _export_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """What run.json keeps of an :func:`helpers.export.export_all` row: status, path, size, why it
+    was skipped or failed (``reason``, None when ok) and, for a GGUF, the weight type written
+    (``outtype``) and the one asked for when it differs (``outtype_asked``: GPT-OSS is MXFP4)."""
+    entry = {k: row.get(k) for k in ("status", "path", "size_mb", "reason")}
+    entry.update({k: row[k] for k in ("outtype", "outtype_asked") if k in row})
+    return entry
 
 
 def before_after_table(questions: Sequence[str], before: Sequence[str], after: Sequence[str],

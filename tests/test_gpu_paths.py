@@ -215,6 +215,41 @@ def test_export_all_records_a_failed_reload_and_keeps_the_file(monkeypatch, tmp_
     assert gguf["modelfile"] is None and "No Ollama template" in gguf["modelfile_reason"]
 
 
+
+@pytest.mark.parametrize("llama_cpp_fails", [False, True])
+def test_export_table_keeps_reason_and_outtype_in_run_json(monkeypatch, tmp_path, llama_cpp_fails):
+    """run.json's ``exports`` keep what the export_all rows say beyond status/path/size: why a
+    row failed, and the GGUF's weight type written and the one asked for."""
+    from helpers.finetune import export_table
+    from helpers.runrecord import RunRecord, load
+    FakeUnsloth(monkeypatch, fail="[FAIL] Unsloth: You do not have internet connection!"
+                if llama_cpp_fails else None)
+
+    def verify(kind, path, *a, **k):
+        if kind == "merged":
+            raise ValueError("reload broke")
+        return f"answer from {kind}"
+    rows = _light_export_all(monkeypatch, tmp_path, verify=verify, modelfile=False)
+    monkeypatch.setattr(export, "export_all", lambda *a, **k: rows)
+    run_dir = tmp_path / "run"
+    run = types.SimpleNamespace(record=RunRecord(run_dir), output_dir=run_dir, system_prompt=None)
+    table = export_table(run, ("adapter", "merged", "gguf"), "Who are you?")
+    exports = load(run_dir)["exports"]
+    assert exports["adapter"] == {"status": "ok", "path": rows["adapter"]["path"],
+                                  "size_mb": rows["adapter"]["size_mb"], "reason": None}
+    assert exports["merged"]["status"] == "failed"
+    assert exports["merged"]["reason"] == "written, but reloading it failed: ValueError: reload broke"
+    gguf = exports["gguf"]
+    if llama_cpp_fails:
+        assert gguf == {"status": "failed", "path": None, "size_mb": None, "outtype": "f16",
+                        "reason": "converting to GGUF failed: RuntimeError: [FAIL] Unsloth: You "
+                                  "do not have internet connection!"}
+    else:
+        assert gguf["status"] == "ok" and gguf["reason"] is None
+        assert (gguf["outtype"], gguf["outtype_asked"]) == ("mxfp4", "f16")
+        assert table.loc["gguf", "outtype_asked"] == "f16"
+    assert table.loc["gguf", "outtype"] == gguf["outtype"]
+
 def test_save_to_gguf_takes_the_arguments_we_pass():
     """The installed unsloth's save_to_gguf (read with ast, not imported: importing unsloth needs
     its GPU setup) has every keyword _unsloth_gguf passes, and writes into gguf_directory."""
