@@ -47,7 +47,7 @@ smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 # ## Setup
 
 # %%
-from helpers import autoconfig, dataprep, finetune, memory, notebook, persona as personas
+from helpers import autoconfig, dataprep, finetune, memory, notebook, persona as personas, train
 
 notebook.setup()
 notebook.environment()
@@ -100,7 +100,7 @@ notebook.preview_data(dataset, 3)
 # run steps down a ladder (shorter sequences, batch 1, then lighter models) and says so.
 
 # %%
-print(memory.preload_check(run.choice, run.cfg.load_in_4bit).message)
+print(memory.preload_check(run.choice, run.cfg.load_in_4bit, backend=train.select_backend(run.cfg.backend)).message)
 before = memory.memory_snapshot()
 outcome = run.train_with_fallback((), persona.questions, automatic=fallback,
                                   on_step=lambda e: print(memory.format_event(e)))
