@@ -86,6 +86,29 @@ def distributed() -> Distributed:
                        local_rank=int(env.get("LOCAL_RANK", "0")), type=kind)
 
 
+def _check_engine(asked: Distributed, running) -> None:
+    """Stop when accelerate set up another engine than the launch asked for (before training):
+    under FSDP/DeepSpeed the processes skip answers and load 16-bit weights on the CPU, which only
+    makes sense when the weights really are sharded."""
+    running = getattr(running, "value", str(running))
+    if not asked.shards_weights or running == asked.type:
+        return
+    import torch
+    why = ""
+    if asked.type == "FSDP" and not torch.cuda.is_available():
+        # accelerate 1.15 state.py: AcceleratorState turns into FSDP only a process state of
+        # MULTI_GPU/NPU/XPU/MLU/...; without CUDA it is MULTI_CPU (TrainingArguments' use_cpu),
+        # or NO without cpu=True. DeepSpeed's branch only needs the Accelerator made without
+        # cpu=True, as the Trainer makes it: DeepSpeed's CPU accelerator runs (over gloo).
+        why = (" accelerate (1.15) turns a run into FSDP only on a GPU-type device: on a CPU "
+               "its state is MULTI_CPU, so every process would train a whole copy as plain DDP. "
+               "torch's FSDP2 itself runs over gloo, but accelerate does not select it on a CPU.")
+    raise DistributedError(
+        f"accelerate launch asked for {asked.type}, but accelerate set up {running}.{why} Run "
+        f"{asked.type} on GPUs; on a CPU use accelerate/ddp_cpu.yaml (DDP) or DeepSpeed's CPU "
+        "accelerator (accelerate/deepspeed_zero3.yaml --mixed_precision no, with deepspeed installed).")
+
+
 @contextlib.contextmanager
 def main_process_first():
     """Run the block on the main process first, then on the others together (a no-op in one
@@ -755,6 +778,7 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
         else:
             os.environ["TENSORBOARD_LOGGING_DIR"] = saved_env
+    _check_engine(distributed(), trainer.accelerator.distributed_type)
     # our progress lines and the live plot replace the per-step dict printing and tqdm bars
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     trainer.remove_callback(PrinterCallback)
