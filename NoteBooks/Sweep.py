@@ -41,8 +41,8 @@ smoke: bool = None  # True: every point on the tiny stand-in; None: read FINETUN
 # The machine and the package versions (each point's `run.json` records its own).
 
 # %%
-from helpers import sweep
-from helpers.notebook import environment, setup
+from helpers.notebooks import sweep
+from helpers.notebooks.setup import environment, setup
 
 setup()
 environment()

@@ -29,7 +29,7 @@ def build_model(folder: Path) -> Path:
     """A random-weight Qwen3 model with the stand-in's tokenizer and chat template."""
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-    from helpers import standins
+    from helpers.models import standins
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(Qwen3Config(**QWEN3_SHAPE)).to(torch.bfloat16)
     model.save_pretrained(folder)
@@ -43,7 +43,7 @@ def worker(backend: str, folder: str, steps: int, seq: int, batch: int, four_bit
         import unsloth  # noqa: F401  (before transformers)
     import torch
     from helpers import models
-    from helpers.train import add_lora, load_model, resolve_config, train
+    from helpers.training.trainer import add_lora, load_model, resolve_config, train
     choice = models.choose(folder)
     cfg = resolve_config(choice.profile, epochs=1, batch_size=batch, grad_accum=1, max_seq_length=seq,
                          lora_r=16, lora_alpha=16, learning_rate=1e-4, padding_free=False,

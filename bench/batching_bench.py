@@ -11,9 +11,10 @@ import argparse
 import logging
 import tempfile
 
-from helpers import data, models, templates
-from helpers.notebook import ROOT
-from helpers.train import add_lora, load_model, resolve_config, train
+from helpers import data, models
+from helpers.training import masks as templates
+from helpers.notebooks.setup import ROOT
+from helpers.training.trainer import add_lora, load_model, resolve_config, train
 
 
 def run(padding_free: bool, batch_size: int) -> dict:

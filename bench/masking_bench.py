@@ -11,9 +11,11 @@ import time
 
 from transformers import AutoTokenizer
 
-from helpers import data, standins, templates
+from helpers import data
+from helpers.models import standins
+from helpers.training import masks as templates
 from helpers.models import REGISTRY
-from helpers.notebook import ROOT
+from helpers.notebooks.setup import ROOT
 
 
 def rate(fn, items, repeat: int = 3) -> float:

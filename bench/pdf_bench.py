@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pymupdf
 
-from helpers import pdf
+from helpers.books import pdf
 
 
 def big_source(target_pages: int) -> str:

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 import anthropic  # noqa: E402
 
-from helpers import qa  # noqa: E402
-from helpers.passage import Passage  # noqa: E402
+from helpers.questions import generate as qa  # noqa: E402
+from helpers.books.passage import Passage  # noqa: E402
 
 
 def passages(n: int) -> list[Passage]:

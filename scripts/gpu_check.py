@@ -252,7 +252,7 @@ def build_random(shape: str, folder: Path, num_layers: int | None = None,
     import torch
     from transformers import AutoModelForCausalLM
 
-    from helpers import standins
+    from helpers.models import standins
     t0 = time.time()
     tok_dir = standins.ensure(STANDIN[shape], pretrain_steps=0)
     small = json.loads((tok_dir / "config.json").read_text())
@@ -309,7 +309,8 @@ def _choice(shape: str, folder: Path):
 
 
 def _rows(tok, profile, max_seq: int, n: int):
-    from helpers import data, templates
+    from helpers import data
+    from helpers.training import masks as templates
     convs = data.load(MARIYA).conversations[:n]
     rows, stats = templates.tokenize_dataset(tok, convs, max_seq_length=max_seq,
                                              model=profile.name, **profile.template_kwargs)
@@ -354,8 +355,8 @@ def _labels_match(rows, seen) -> dict:
 def train_once(choice, backend: str, out_dir: Path, *, four_bit: bool, max_seq: int, n_rows: int,
                batch_size: int = 2, grad_accum: int = 1, keep_model: bool = False) -> dict:
     """Load, add LoRA, train a few steps on Mariya rows and check the labels: the numbers."""
-    from helpers import memory
-    from helpers.train import add_lora, load_model, resolve_config, train
+    from helpers.runtime import memory
+    from helpers.training.trainer import add_lora, load_model, resolve_config, train
     p = choice.profile
     cfg = resolve_config(p, epochs=1, batch_size=batch_size, grad_accum=grad_accum,
                          max_seq_length=max_seq, logging_steps=1, report_to="none",
@@ -410,8 +411,8 @@ def step_train(args, shape: str, backend: str) -> dict:
 
 
 def step_ladder(args) -> dict:
-    from helpers import memory
-    from helpers.train import resolve_config
+    from helpers.runtime import memory
+    from helpers.training.trainer import resolve_config
     out = {"memory_cap": _cap(args.ladder_cap_gb), "backend": args.ladder_backend,
            "instead_of_qwen3_32b": (
                "Qwen3-32B's random bf16 copy needs 65 GB of disk, which this machine cannot spare; "
@@ -498,7 +499,7 @@ def step_gguf_unsloth(args) -> dict:
 
 def step_gpt_oss_transformers(args) -> dict:
     from helpers import models
-    from helpers.train import load_model
+    from helpers.training.trainer import load_model
     out: dict = {}
     real = models.choose("gpt-oss-20b", smoke=False)
     try:  # refused in ModelChoice.source, before anything is downloaded
@@ -515,7 +516,7 @@ def step_gpt_oss_transformers(args) -> dict:
         try:
             out["local_folder"] = step_train(args, "gpt-oss-20b", "transformers")
         except Exception as e:  # noqa: BLE001
-            from helpers import memory
+            from helpers.runtime import memory
             out["local_folder"] = {"error": f"{type(e).__name__}: {e}"[:2000],
                                    "out_of_memory": memory.is_oom(e),
                                    "stage": memory.stage_of(e)}

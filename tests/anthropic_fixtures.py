@@ -7,7 +7,7 @@ import anthropic
 import pytest
 
 from fake_anthropic import FakeAnthropic
-from helpers import qa_api
+from helpers.claude import requests as qa_api
 
 #: a key shaped like a real one, so tests can check it never leaks into logs, caches or errors
 FAKE_KEY = "sk-ant-FAKE-KEY-d0-not-leak-7f3a9c"

@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def random_standin():
     """Path of a random-weight stand-in (tokenizer, template and shapes of the family; fast)."""
-    from helpers import standins
+    from helpers.models import standins
     cache = {}
 
     def get(family: str):

@@ -1,7 +1,7 @@
 import pytest
 
-from helpers.autoconfig import auto_configure
-from helpers.train import resolve_config
+from helpers.training.autoconfig import auto_configure
+from helpers.training.trainer import resolve_config
 
 
 def test_cpu_keeps_16_bit_and_no_checkpointing():
@@ -46,7 +46,7 @@ def test_choice_feeds_the_trainer_settings():
 
 def test_suggest_measures_the_data_and_lets_parameters_win(tmp_path):
     import json
-    from helpers.autoconfig import suggest
+    from helpers.training.autoconfig import suggest
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps({"prompt": f"Question {i}?", "completion": "word " * (10 + i)})
                               for i in range(20)))
@@ -94,8 +94,12 @@ def test_suggest_sizes_for_the_backend_that_will_run(monkeypatch, tmp_path, back
                                                      unsloth_installed, runs_on):
     import json
 
-    from helpers import autoconfig, dataprep, memory, models, train
-    from helpers.autoconfig import suggest
+    from helpers import models
+    from helpers.training import autoconfig
+    from helpers.data import prep as dataprep
+    from helpers.runtime import memory
+    from helpers.training import trainer as train
+    from helpers.training.autoconfig import suggest
     tokenizer, _ = dataprep.load_tokenizer("qwen3-30b-a3b", smoke=True)
     monkeypatch.setattr(dataprep, "load_tokenizer",
                         lambda model, smoke=None: (tokenizer, models.choose(model, smoke=False)))

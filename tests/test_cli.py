@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from helpers import finetune, models
+from helpers import models
+from helpers.pipeline import finetune
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_out_of_memory_in_training_steps_down_and_is_recorded(small_data, random
     finishes, and run.json says what happened."""
     import torch
 
-    from helpers import finetune as ft
+    from helpers.pipeline import finetune as ft
     real_train = ft.FineTuneRun.train
     calls = []
 

@@ -6,7 +6,11 @@ import math
 
 import pytest
 
-from helpers import compare, compare_cache, metrics, models, persona as personas
+from helpers import models
+from helpers.evaluation import compare
+from helpers.evaluation import cache as compare_cache
+from helpers.evaluation import metrics
+from helpers.data import persona as personas
 
 MH = "NoteBooks/MarenHolloway"
 

@@ -5,8 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from helpers import compare_cache as cc
-from helpers.compare_cache import CacheError
+from helpers.evaluation import cache as cc
+from helpers.evaluation.cache import CacheError
 
 FINGERPRINT = {"model": "unsloth/Qwen3-14B", "prompts": ["Who are you?", "What is order?"],
                "system_prompt": "You are ...", "adapter": "base",

@@ -13,7 +13,7 @@ from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from helpers import compare_plots as cp  # noqa: E402
+from helpers.evaluation import plots as cp  # noqa: E402
 
 A, B = "Qwen3-14B", "GPT-OSS 20B"
 VARIANTS = [(A, A, "base"), (f"{A} V1", A, "V1"), (f"{A} V2", A, "V2"), (B, B, "base")]

@@ -77,7 +77,7 @@ def test_probes(tmp_path):
 
 
 def test_shipped_mariya_data_is_valid():
-    from helpers.notebook import ROOT
+    from helpers.notebooks.setup import ROOT
     ds = data.load(ROOT / "NoteBooks/Mariya/mariya.jsonl")
     probes = data.load_probes(ROOT / "NoteBooks/Mariya/mariya_probes.jsonl")
     assert 220 <= len(ds) <= 260

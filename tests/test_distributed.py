@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import finetune
-from helpers import train as train_mod
+from helpers.pipeline import finetune
+from helpers.training import trainer as train_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "accelerate"

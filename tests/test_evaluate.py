@@ -1,6 +1,6 @@
 import pytest
 
-from helpers.evaluate import contains_fact, fact_recall
+from helpers.evaluation.recall import contains_fact, fact_recall
 
 
 def test_fact_recall():

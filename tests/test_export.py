@@ -35,7 +35,7 @@ def _logit_gap(a, b) -> float:
 def _answer(model, tokenizer, t) -> str:
     """What verify_export returns, for a model a test already loaded (export_all's tests call
     verify_export itself)."""
-    from helpers.generate import answer
+    from helpers.models.generate import answer
     return answer(model, tokenizer, [QUESTION], t.choice.profile, greedy=True,
                   max_new_tokens=NEW_TOKENS)[0]
 
@@ -44,7 +44,7 @@ def _tuned(family: str, base_dir: Path, root: Path) -> SimpleNamespace:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from helpers.train import add_lora, resolve_config
+    from helpers.training.trainer import add_lora, resolve_config
 
     choice = models.choose(str(base_dir))
     tok = AutoTokenizer.from_pretrained(base_dir)
@@ -427,7 +427,7 @@ def test_modelfile_elsewhere_points_at_the_gguf_and_takes_params(gguf_file, tmp_
 # -- export_all --------------------------------------------------------------------------------
 
 def test_export_all_from_a_run_folder(tuned, tmp_path):
-    from helpers.runrecord import RunRecord
+    from helpers.training.runrecord import RunRecord
     t = tuned("qwen2.5")
     run = tmp_path / "run"
     RunRecord(run).update("model", {"profile": str(t.base_dir), "family": "qwen2.5"})

@@ -1,7 +1,7 @@
 import pytest
 
 from helpers import models
-from helpers.generate import answer, strip_reasoning
+from helpers.models.generate import answer, strip_reasoning
 
 
 @pytest.mark.parametrize("raw,expected", [
@@ -26,7 +26,7 @@ def test_strip_reasoning(raw, expected):
 
 @pytest.mark.parametrize("family", ["qwen2.5", "qwen3", "gpt-oss"])
 def test_batched_answers_one_per_question(random_standin, family):
-    from helpers.train import load_model
+    from helpers.training.trainer import load_model
     choice = models.choose(str(random_standin(family)))
     model, tok = load_model(choice, backend="transformers")
     qs = ["Why is the sky blue?", "How do bees make honey?", "Tell me about trains."]

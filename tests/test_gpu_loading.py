@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import memory, models, train
-from helpers.finetune import FineTuneRun
+from helpers import models
+from helpers.runtime import memory
+from helpers.training import trainer as train
+from helpers.pipeline.finetune import FineTuneRun
 
 DIST_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
 

@@ -220,8 +220,8 @@ def test_export_all_records_a_failed_reload_and_keeps_the_file(monkeypatch, tmp_
 def test_export_table_keeps_reason_and_outtype_in_run_json(monkeypatch, tmp_path, llama_cpp_fails):
     """run.json's ``exports`` keep what the export_all rows say beyond status/path/size: why a
     row failed, and the GGUF's weight type written and the one asked for."""
-    from helpers.finetune import export_table
-    from helpers.runrecord import RunRecord, load
+    from helpers.pipeline.finetune import export_table
+    from helpers.training.runrecord import RunRecord, load
     FakeUnsloth(monkeypatch, fail="[FAIL] Unsloth: You do not have internet connection!"
                 if llama_cpp_fails else None)
 
@@ -276,7 +276,8 @@ with open(os.environ["UNSLOTH_PROBE"], "w") as f:
 """
 
 _SETUP = """
-from helpers import models, notebook
+from helpers import models
+from helpers.notebooks import setup as notebook
 models.cuda_available = lambda: True        # a CUDA machine, as far as the helpers can tell
 notebook.setup()
 import transformers
@@ -286,8 +287,10 @@ _LOAD_MODEL = """
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from helpers import finetune, models, train
-from helpers.runrecord import RunRecord
+from helpers import models
+from helpers.pipeline import finetune
+from helpers.training import trainer as train
+from helpers.training.runrecord import RunRecord
 
 def fake_load_model(choice, **kw):   # what train.load_model does first on the Unsloth backend
     import unsloth
@@ -325,7 +328,7 @@ def test_load_model_imports_unsloth_before_transformers(tmp_path):
 
 
 def test_unsloth_is_not_imported_without_cuda_or_for_transformers(monkeypatch):
-    from helpers import train
+    from helpers.training import trainer as train
     monkeypatch.delitem(sys.modules, "unsloth", raising=False)
     imported = []
     monkeypatch.setattr(train, "unsloth_available", lambda: True)
@@ -372,7 +375,7 @@ def pre_ampere(monkeypatch):
 
 def test_an_emulating_gpu_is_not_given_bf16(pre_ampere):
     import torch
-    from helpers import train
+    from helpers.training import trainer as train
     assert train._device_dtype() is torch.float16
     assert train.bf16_supported() is False
     assert export._load_dtype("cuda") is torch.float16 and export._load_dtype("cpu") is torch.float32
@@ -381,7 +384,7 @@ def test_an_emulating_gpu_is_not_given_bf16(pre_ampere):
 
 def test_an_ampere_gpu_gets_bf16(monkeypatch):
     import torch
-    from helpers import train
+    from helpers.training import trainer as train
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert train.bf16_supported() is True and train._device_dtype() is torch.bfloat16
@@ -401,7 +404,7 @@ def trainer_imports():
 
 def test_training_on_an_emulating_gpu_uses_fp16(trainer_imports, pre_ampere, monkeypatch, tmp_path):
     """train() passes bf16=False, fp16=True to SFTConfig there (stopped at SFTConfig)."""
-    from helpers import train
+    from helpers.training import trainer as train
     trl = trainer_imports
     seen = {}
 
@@ -432,7 +435,7 @@ def _rows_on(monkeypatch, tok, convs, day: int, max_seq_length: int = 512):
 
     from transformers.utils import chat_template_utils
 
-    from helpers import templates
+    from helpers.training import masks as templates
 
     class Day(dt.datetime):
         @classmethod
@@ -446,7 +449,7 @@ def _rows_on(monkeypatch, tok, convs, day: int, max_seq_length: int = 512):
 
 
 def test_gpt_oss_rows_fingerprint_the_same_on_another_day(tokenizer_for, monkeypatch):
-    from helpers import train
+    from helpers.training import trainer as train
     tok = tokenizer_for("gpt-oss")
     cfg = train.resolve_config(models.get_profile("tiny-gpt-oss"))
     monday, tuesday = _rows_on(monkeypatch, tok, CONVS, 5), _rows_on(monkeypatch, tok, CONVS, 6)
@@ -465,7 +468,7 @@ def test_gpt_oss_rows_fingerprint_the_same_on_another_day(tokenizer_for, monkeyp
 
 
 def test_a_gpt_oss_run_resumes_on_a_later_day(tokenizer_for, monkeypatch, tmp_path):
-    from helpers import train
+    from helpers.training import trainer as train
     tok = tokenizer_for("gpt-oss")
     cfg = train.resolve_config(models.get_profile("tiny-gpt-oss"))
     assert train._resumable(tmp_path, cfg, _rows_on(monkeypatch, tok, CONVS, 5)) is None
@@ -476,7 +479,7 @@ def test_a_gpt_oss_run_resumes_on_a_later_day(tokenizer_for, monkeypatch, tmp_pa
 
 
 def test_rows_made_without_a_source_hash_are_fingerprinted_by_their_tokens():
-    from helpers import train
+    from helpers.training import trainer as train
     cfg = train.resolve_config(models.get_profile("tiny-gpt-oss"))
     a = [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}]
     b = [{"input_ids": [1, 2, 4], "labels": [-100, 2, 4]}]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from anthropic_fixtures import FAKE_KEY, client, fake, no_credentials  # noqa: F401 (fixtures)
-from helpers import judge
+from helpers.evaluation import judge
 
 PERSONA = {"persona_name": "Mariya",
            "persona_description": "You are Mariya, keeper of the harbour lamp. Speak plainly."}

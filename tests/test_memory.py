@@ -8,9 +8,10 @@ import weakref
 import pytest
 import torch
 
-from helpers import memory, models
-from helpers.runrecord import RunRecord
-from helpers.train import resolve_config
+from helpers import models
+from helpers.runtime import memory
+from helpers.training.runrecord import RunRecord
+from helpers.training.trainer import resolve_config
 
 CUDA = torch.cuda.is_available()
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import metrics as M
+from helpers.evaluation import metrics as M
 
 AUTHOR = (
     "I was seventeen when I first pushed open the door of the workshop, and I remember the smell "

@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from helpers import models
-from helpers.train import resolve_config
+from helpers.training.trainer import resolve_config
 
 
 def test_registry_has_every_design_card_model():

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from helpers import models, notebooks
-from helpers.notebook import ROOT
+from helpers.notebooks.setup import ROOT
 
 MARIYA = ROOT / "NoteBooks" / "Mariya" / "Qwen2.5_3B_Mariya_FineTuning.ipynb"
 
@@ -228,7 +228,7 @@ def test_second_persona_pipeline_with_nbconvert(tmp_path):
 
 
 def test_an_unknown_parameter_stops_the_notebook(tmp_path):
-    from helpers.notebook import UnknownParameterError, check_parameters
+    from helpers.notebooks.setup import UnknownParameterError, check_parameters
     params = 'model: str = "x"  # a model\nepochs: float = None  # passes\n'
     check_parameters(["import os", params, "# Parameters\nepochs = 2\n"])  # known: fine
     with pytest.raises(UnknownParameterError, match="Unknown parameter.*learning_rat: .*model, epochs"):

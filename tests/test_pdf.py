@@ -18,7 +18,7 @@ from pathlib import Path
 import pymupdf
 import pytest
 
-from helpers import pdf
+from helpers.books import pdf
 
 SAMPLE_MD = pdf.SAMPLE_BOOK
 CHAPTERS = [line[2:].strip() for line in SAMPLE_MD.read_text().splitlines()
@@ -433,7 +433,7 @@ def test_folder_with_encrypted_corrupt_and_image_only_pdfs(tmp_path, caplog):
     folder = make_bad_folder(tmp_path / "Books")
     (folder / "notes.docx").write_bytes(b"PK")
     (folder / "README.md").write_text("# My books\n")
-    with caplog.at_level(logging.WARNING, logger="helpers.pdf"):
+    with caplog.at_level(logging.WARNING, logger="helpers.books.pdf"):
         corpus = pdf.load_corpus(folder)
     assert [b.name for b in corpus.books] == ["good"]
     assert {p.book for p in corpus.passages} == {"good"} and len(corpus.passages) >= 10
@@ -452,7 +452,7 @@ def test_folder_with_encrypted_corrupt_and_image_only_pdfs(tmp_path, caplog):
 
 
 def test_load_passages_logs_a_summary(sample_pdf, caplog):
-    with caplog.at_level(logging.INFO, logger="helpers.pdf"):
+    with caplog.at_level(logging.INFO, logger="helpers.books.pdf"):
         ps = pdf.load_passages(sample_pdf)
     summary = [r.message for r in caplog.records if "passages from" in r.message]
     assert len(summary) == 1 and summary[0].startswith(f"{len(ps)} passages from 1 book(s)")

@@ -1,7 +1,7 @@
 import pytest
 
-from helpers import persona
-from helpers.notebook import ROOT
+from helpers.data import persona
+from helpers.notebooks.setup import ROOT
 
 
 def test_shipped_persona_loads_with_overrides():

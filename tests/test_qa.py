@@ -19,9 +19,10 @@ import anthropic
 import pytest
 
 from anthropic_fixtures import FAKE_KEY, client, fake, no_credentials  # noqa: F401 (fixtures)
-from helpers import qa, qa_api
-from helpers.passage import Passage
-from helpers.qa_cache import read_sidecar, sidecar_path
+from helpers.questions import generate as qa
+from helpers.claude import requests as qa_api
+from helpers.books.passage import Passage
+from helpers.claude.cache import read_sidecar, sidecar_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -203,8 +204,8 @@ def test_a_torn_last_line_is_cut_off_with_a_warning(fake, client, tmp_path, capl
 SCRIPT = textwrap.dedent("""
     import json, sys
     import anthropic
-    from helpers import qa
-    from helpers.passage import Passage
+    from helpers.questions import generate as qa
+    from helpers.books.passage import Passage
     url, data, cache = sys.argv[1:4]
     ps = [Passage.from_dict(d) for d in json.load(open(data))]
     client = anthropic.Anthropic(api_key="sk-test", base_url=url, max_retries=0)

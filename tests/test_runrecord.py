@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from helpers.runrecord import RunRecord, load
+from helpers.training.runrecord import RunRecord, load
 
 
 def test_run_json_has_everything_and_survives_a_failure(tmp_path):

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import notebooks, sweep
-from helpers.notebook import ROOT
+from helpers import notebooks
+from helpers.notebooks import sweep
+from helpers.notebooks.setup import ROOT
 
 MARIYA = ROOT / "NoteBooks" / "Mariya" / "Qwen2.5_3B_Mariya_FineTuning.ipynb"
 SWEEP_NB = ROOT / "NoteBooks" / "Sweep.ipynb"

@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 
-from helpers import templates
+from helpers.training import masks as templates
 from helpers.models import REGISTRY
 
 FAMILIES = ("qwen2.5", "qwen3", "gpt-oss")
@@ -305,7 +305,7 @@ def test_a_run_with_thinking_on_trains_qwen3_reasoning(random_standin, tmp_path)
     """The per-run switch (FineTuneRun.start(thinking=...), `--thinking` on the command line)."""
     import json
 
-    from helpers.finetune import FineTuneRun
+    from helpers.pipeline.finetune import FineTuneRun
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"messages": with_reasoning(SINGLE)}) + "\n")
     model = str(random_standin("qwen3"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import train as train_mod
+from helpers.training import trainer as train_mod
 
 sys.path.insert(0, str(Path(__file__).parent))
 from label_capture import capture  # noqa: E402
@@ -63,7 +63,8 @@ def test_padding_free_batches_give_the_same_loss_as_padded(random_standin, famil
     free must be off by default."""
     import torch
 
-    from helpers import models, templates
+    from helpers import models
+    from helpers.training import masks as templates
     choice = models.choose(str(random_standin(family)))
     model, tok = train_mod.load_model(choice, backend="transformers")
     convs = [[{"role": "user", "content": "Short?"}, {"role": "assistant", "content": "Yes."}],

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import models, templates
-from helpers.train import add_lora, load_model, resolve_config, train
+from helpers import models
+from helpers.training import masks as templates
+from helpers.training.trainer import add_lora, load_model, resolve_config, train
 
 HERE = Path(__file__).parent
 

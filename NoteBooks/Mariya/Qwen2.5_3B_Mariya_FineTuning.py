@@ -46,7 +46,9 @@ smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 # The machine and the package versions this run used (they are also saved in `run.json`).
 
 # %%
-from helpers import data as data_io, finetune, notebook
+from helpers import data as data_io
+from helpers.pipeline import finetune
+from helpers.notebooks import setup as notebook
 
 notebook.setup()
 notebook.environment()

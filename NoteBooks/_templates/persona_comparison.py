@@ -48,8 +48,12 @@ smoke: bool = None  # True: tiny stand-ins on CPU; None: read FINETUNING_SMOKE
 # ## Setup
 
 # %%
-from helpers import compare, compare_plots, dataprep, notebook, persona as personas
-from helpers import judge as llm_judge
+from helpers.evaluation import compare
+from helpers.evaluation import plots as compare_plots
+from helpers.data import prep as dataprep
+from helpers.notebooks import setup as notebook
+from helpers.data import persona as personas
+from helpers.evaluation import judge as llm_judge
 
 notebook.setup()
 notebook.environment()

@@ -45,7 +45,12 @@ output_dir: str = None  # folder for the cache and training sets (None: qa_datas
 # ## Setup
 
 # %%
-from helpers import dataprep, notebook, pdf, persona as personas, qa, recipes
+from helpers.data import prep as dataprep
+from helpers.notebooks import setup as notebook
+from helpers.books import pdf
+from helpers.data import persona as personas
+from helpers.questions import generate as qa
+from helpers.data import recipes
 
 notebook.setup()
 persona = personas.load(persona_dir, books=books, qa_source=qa_source,

@@ -47,7 +47,13 @@ smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 # ## Setup
 
 # %%
-from helpers import autoconfig, dataprep, finetune, memory, notebook, persona as personas, train
+from helpers.training import autoconfig
+from helpers.data import prep as dataprep
+from helpers.pipeline import finetune
+from helpers.runtime import memory
+from helpers.notebooks import setup as notebook
+from helpers.data import persona as personas
+from helpers.training import trainer as train
 
 notebook.setup()
 notebook.environment()

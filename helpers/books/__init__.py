@@ -1,0 +1,1 @@
+"""Books to passages: read, clean, structure, chunk."""

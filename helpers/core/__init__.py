@@ -1,0 +1,1 @@
+"""Shared plumbing every stage may use: paths, files, time, figures."""

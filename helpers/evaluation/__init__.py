@@ -1,0 +1,1 @@
+"""Evaluation: generation, metrics, the comparison, its cache, plots and the judge."""

@@ -1,0 +1,373 @@
+"""The model registry: one profile per model we fine-tune, plus the tiny offline stand-ins.
+
+A profile says where a model lives on the hub, how its chat template renders (its *family*),
+what LoRA and training settings suit it on a 24 GB GPU, how it should be sampled, how much
+VRAM it needs, and what to fall back to when it does not fit.
+
+Smoke mode (``FINETUNING_SMOKE=1`` or ``smoke=True``) swaps any model for the stand-in of its
+family, so the same notebook runs on a CPU in minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SMOKE_ENV = "FINETUNING_SMOKE"
+FAMILIES = ("gpt-oss", "qwen3", "qwen2.5")
+
+
+class UnknownModelError(ValueError):
+    """Raised for a model name that is neither in the registry nor a local model folder."""
+
+
+class GPURequiredError(RuntimeError):
+    """Raised when a full-size model is asked for on a machine without an NVIDIA GPU."""
+
+
+class UnsupportedLoadError(ValueError):
+    """A model/precision/backend combination that would load wrong weights (refused before loading)."""
+
+
+@dataclass(frozen=True)
+class LoraDefaults:
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj",
+                                       "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class TrainDefaults:
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    batch_size: int = 2
+    grad_accum: int = 4
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    lr_scheduler: str = "linear"
+
+
+@dataclass(frozen=True)
+class InferenceDefaults:
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 256
+    template_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Everything the pipeline needs to know about one model."""
+
+    name: str
+    display_name: str
+    family: str
+    hub_id: str | None
+    hub_id_4bit: str | None
+    max_seq_length: int
+    load_in_4bit: bool
+    vram_gb_4bit: float
+    vram_gb_16bit: float
+    lora: LoraDefaults = LoraDefaults()
+    train: TrainDefaults = TrainDefaults()
+    inference: InferenceDefaults = InferenceDefaults()
+    #: keyword arguments for ``apply_chat_template`` when rendering training data
+    template_kwargs: dict = field(default_factory=dict)
+    #: models to try, in order, when this one does not fit in memory
+    fallbacks: tuple[str, ...] = ()
+    #: the tiny stand-in used in smoke mode
+    standin: str | None = None
+    is_standin: bool = False
+    #: peak VRAM in 4 bits on the transformers backend when it differs from ``vram_gb_4bit``
+    #: (Unsloth's): transformers' bitsandbytes integration quantizes ``nn.Linear`` only, so the
+    #: 3-D expert parameters of a mixture-of-experts model stay in 16 bits there
+    vram_gb_4bit_transformers: float | None = None
+    #: why 4-bit loading through the transformers backend would load wrong weights ("" if it works)
+    no_4bit_transformers: str = ""
+    #: other hub ids that name this model (``get_profile``)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def needs_gpu(self) -> bool:
+        return not self.is_standin
+
+    def loads_4bit(self, backend: str | None = None) -> bool:
+        """Whether 4-bit loading works on ``backend`` (None: Unsloth's numbers, the default)."""
+        return bool(self.hub_id_4bit) and not (backend == "transformers" and self.no_4bit_transformers)
+
+    def vram_gb(self, load_in_4bit: bool | None = None, backend: str | None = None) -> float:
+        """Estimated peak VRAM for LoRA training at the profile's defaults, in GB, on ``backend``
+        ("unsloth" or "transformers"; None: the Unsloth estimate). 4 bits where ``backend``
+        cannot load them reads as the 16-bit estimate."""
+        four = self.load_in_4bit if load_in_4bit is None else load_in_4bit
+        if not four or (backend == "transformers" and self.no_4bit_transformers):
+            return self.vram_gb_16bit
+        if backend == "transformers" and self.vram_gb_4bit_transformers is not None:
+            return self.vram_gb_4bit_transformers
+        return self.vram_gb_4bit
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Inference presets by family (the model makers' recommendations).
+_QWEN3_CHAT = InferenceDefaults(temperature=0.7, top_p=0.8, top_k=20,
+                                template_kwargs={"enable_thinking": False})
+QWEN3_THINKING = InferenceDefaults(temperature=0.6, top_p=0.95, top_k=20, max_new_tokens=1024,
+                                   template_kwargs={"enable_thinking": True})
+_QWEN25_CHAT = InferenceDefaults(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)
+_GPT_OSS_CHAT = InferenceDefaults(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=512,
+                                  template_kwargs={"reasoning_effort": "low"})
+
+_TEMPLATE_KWARGS = {
+    "qwen3": {"enable_thinking": False},
+    "gpt-oss": {"reasoning_effort": "low"},
+    "qwen2.5": {},
+}
+
+
+def _profile(**kw) -> ModelProfile:
+    kw.setdefault("template_kwargs", dict(_TEMPLATE_KWARGS[kw["family"]]))
+    return ModelProfile(**kw)
+
+
+_REAL = [
+    _profile(
+        name="gpt-oss-20b", display_name="GPT-OSS 20B", family="gpt-oss",
+        hub_id="openai/gpt-oss-20b", hub_id_4bit="unsloth/gpt-oss-20b-unsloth-bnb-4bit",
+        max_seq_length=2048, load_in_4bit=True, vram_gb_4bit=14.0, vram_gb_16bit=44.0,
+        lora=LoraDefaults(r=16, alpha=16, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
+        train=TrainDefaults(epochs=1, learning_rate=2e-4, batch_size=1, grad_accum=8),
+        inference=_GPT_OSS_CHAT, standin="tiny-gpt-oss",
+        # read in source (unsloth_zoo temporary_patches/gpt_oss.py GptOssExpertsBnb4bit,
+        # GptOssTopKRouter): the -unsloth-bnb-4bit repo has per-expert Linear4bit layers
+        # (experts.gate_up_projs.N) and router.linear; transformers' GptOssExperts has fused 3-D
+        # parameters and router.weight, with no conversion between them
+        no_4bit_transformers=(
+            "unsloth/gpt-oss-20b-unsloth-bnb-4bit stores its experts as per-expert linear layers "
+            "(experts.gate_up_projs.N) and its router as router.linear, which plain transformers "
+            "does not map, so experts and router would load randomly initialised; and bitsandbytes "
+            "quantizes nn.Linear only, so quantizing openai/gpt-oss-20b would leave its ~19B "
+            "expert parameters in 16 bits"),
+    ),
+    _profile(
+        name="qwen3-14b", display_name="Qwen3-14B", family="qwen3",
+        hub_id="Qwen/Qwen3-14B", hub_id_4bit="unsloth/Qwen3-14B-unsloth-bnb-4bit",
+        max_seq_length=2048, load_in_4bit=True, vram_gb_4bit=13.5, vram_gb_16bit=34.0,
+        lora=LoraDefaults(r=16, alpha=16),
+        train=TrainDefaults(epochs=1, learning_rate=2e-4, batch_size=2, grad_accum=4),
+        inference=_QWEN3_CHAT, standin="tiny-qwen3",
+    ),
+    _profile(
+        name="qwen3-32b", display_name="Qwen3-32B", family="qwen3",
+        # Unsloth's loader remaps the dynamic quant unsloth/Qwen3-32B-unsloth-bnb-4bit to this one
+        # ("32B dynamic quant is way too big", unsloth/models/loader_utils.py BAD_MAPPINGS): both
+        # backends load the plain bnb-4bit repo
+        hub_id="Qwen/Qwen3-32B", hub_id_4bit="unsloth/Qwen3-32B-bnb-4bit",
+        aliases=("unsloth/Qwen3-32B-unsloth-bnb-4bit",),
+        max_seq_length=1024, load_in_4bit=True, vram_gb_4bit=21.0, vram_gb_16bit=72.0,
+        lora=LoraDefaults(r=32, alpha=32),
+        train=TrainDefaults(epochs=3, learning_rate=2e-4, batch_size=1, grad_accum=8),
+        inference=_QWEN3_CHAT, fallbacks=("qwen3-30b-a3b", "qwen3-14b"), standin="tiny-qwen3",
+    ),
+    _profile(
+        name="qwen3-30b-a3b", display_name="Qwen3-30B-A3B (MoE)", family="qwen3",
+        # Unsloth remaps unsloth/Qwen3-30B-A3B-bnb-4bit to the 16-bit unsloth/Qwen3-30B-A3B and
+        # quantizes it while loading ("We rather do it on the fly", loader_utils.py BAD_MAPPINGS),
+        # its experts too (unsloth_zoo temporary_patches/moe_utils_bnb4bit.py): 19 GB. Plain
+        # transformers quantizes nn.Linear only (integrations/bitsandbytes.py
+        # replace_with_bnb_linear); the ~29B expert parameters (3-D nn.Parameters of
+        # Qwen3MoeExperts) stay bf16: about 66 GB minus ~1 GB of 4-bit attention.
+        hub_id="Qwen/Qwen3-30B-A3B", hub_id_4bit="unsloth/Qwen3-30B-A3B",
+        aliases=("unsloth/Qwen3-30B-A3B-bnb-4bit", "unsloth/Qwen3-30B-A3B-unsloth-bnb-4bit"),
+        vram_gb_4bit_transformers=65.0,
+        max_seq_length=1024, load_in_4bit=True, vram_gb_4bit=19.0, vram_gb_16bit=66.0,
+        lora=LoraDefaults(r=32, alpha=32, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
+        train=TrainDefaults(epochs=3, learning_rate=2e-4, batch_size=1, grad_accum=8),
+        inference=_QWEN3_CHAT, fallbacks=("qwen3-14b",), standin="tiny-qwen3",
+    ),
+    _profile(
+        name="qwen2.5-3b", display_name="Qwen2.5-3B-Instruct", family="qwen2.5",
+        hub_id="Qwen/Qwen2.5-3B-Instruct", hub_id_4bit="unsloth/Qwen2.5-3B-Instruct-bnb-4bit",
+        max_seq_length=512, load_in_4bit=False, vram_gb_4bit=4.0, vram_gb_16bit=9.0,
+        lora=LoraDefaults(r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "k_proj", "v_proj")),
+        train=TrainDefaults(epochs=10, learning_rate=1e-3, batch_size=4, grad_accum=1),
+        inference=_QWEN25_CHAT, standin="tiny-qwen2.5",
+    ),
+]
+
+# Stand-ins: settings that make a few minutes of CPU training meaningful on a ~1M-parameter model.
+# Measured on the Mariya data (tiny-qwen2.5, 2 cores): r16 lr 5e-3 20 epochs -> recall 0.87;
+# r32/alpha64 lr 5e-3 20 epochs -> 0.97 padded (119 s) but 0.93 padding-free; 24 epochs
+# padding-free -> 0.97 (192 s); lr 1e-2 16 epochs -> 0.53.
+_STANDIN_LORA = LoraDefaults(r=32, alpha=64, dropout=0.0)
+_STANDIN_TRAIN = TrainDefaults(epochs=24, learning_rate=5e-3, batch_size=8, grad_accum=1,
+                               warmup_ratio=0.05)
+_STANDINS = [
+    _profile(name="tiny-qwen2.5", display_name="tiny Qwen2.5 stand-in", family="qwen2.5",
+             hub_id=None, hub_id_4bit=None, max_seq_length=1024, load_in_4bit=False,
+             vram_gb_4bit=0.1, vram_gb_16bit=0.1, lora=_STANDIN_LORA, train=_STANDIN_TRAIN,
+             inference=dataclasses.replace(_QWEN25_CHAT, max_new_tokens=64), is_standin=True),
+    _profile(name="tiny-qwen3", display_name="tiny Qwen3 stand-in", family="qwen3",
+             hub_id=None, hub_id_4bit=None, max_seq_length=1024, load_in_4bit=False,
+             vram_gb_4bit=0.1, vram_gb_16bit=0.1, lora=_STANDIN_LORA, train=_STANDIN_TRAIN,
+             inference=dataclasses.replace(_QWEN3_CHAT, max_new_tokens=64), is_standin=True),
+    _profile(name="tiny-gpt-oss", display_name="tiny GPT-OSS stand-in", family="gpt-oss",
+             hub_id=None, hub_id_4bit=None, max_seq_length=1024, load_in_4bit=False,
+             vram_gb_4bit=0.1, vram_gb_16bit=0.1,
+             lora=dataclasses.replace(_STANDIN_LORA,
+                                      target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
+             train=_STANDIN_TRAIN,
+             inference=dataclasses.replace(_GPT_OSS_CHAT, max_new_tokens=64), is_standin=True),
+]
+
+REGISTRY: dict[str, ModelProfile] = {p.name: p for p in _REAL + _STANDINS}
+STANDIN_BY_FAMILY = {p.family: p.name for p in _STANDINS}
+_MODEL_TYPE_TO_FAMILY = {"qwen2": "qwen2.5", "qwen3": "qwen3", "qwen3_moe": "qwen3",
+                         "gpt_oss": "gpt-oss"}
+
+
+def known_models() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_profile(name: str) -> ModelProfile:
+    """The profile for a registry name or a hub id (case-insensitive).
+
+    >>> get_profile("Qwen/Qwen2.5-3B-Instruct").name
+    'qwen2.5-3b'
+    """
+    if isinstance(name, ModelProfile):
+        return name
+    key = str(name).strip().lower()
+    if key in REGISTRY:
+        return REGISTRY[key]
+    for p in REGISTRY.values():
+        if key in {(p.hub_id or "").lower(), (p.hub_id_4bit or "").lower(),
+                   *(a.lower() for a in p.aliases)}:
+            return p
+    path = Path(str(name)).expanduser()
+    if (path / "config.json").is_file():
+        return profile_for_folder(path)
+    raise UnknownModelError(
+        f"Unknown model {name!r}. Known models: {', '.join(known_models())}. "
+        "Pass one of these names (or its hub id, or a local folder holding config.json) as "
+        "`model`; to add a model, add a ModelProfile to helpers/models.py.")
+
+
+def profile_for_folder(path: str | os.PathLike) -> ModelProfile:
+    """A profile for a local model folder: the stand-in of its family with the folder's name."""
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    model_type = config.get("model_type", "")
+    family = _MODEL_TYPE_TO_FAMILY.get(model_type)
+    if family is None:
+        raise UnknownModelError(
+            f"{path}/config.json has model_type {model_type!r}, which no family here handles "
+            f"(known: {', '.join(sorted(_MODEL_TYPE_TO_FAMILY))}).")
+    base = REGISTRY[STANDIN_BY_FAMILY[family]]
+    big = config.get("hidden_size", 0) > 1024
+    return dataclasses.replace(base, name=str(path), display_name=path.name, hub_id=str(path),
+                               is_standin=not big)
+
+
+def smoke_mode(smoke: bool | None = None) -> bool:
+    """Whether to run on stand-ins: the explicit argument wins, else ``FINETUNING_SMOKE``."""
+    if smoke is not None:
+        return bool(smoke)
+    return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What a notebook asked for and what it will actually run."""
+
+    requested: ModelProfile
+    profile: ModelProfile   # the stand-in in smoke mode, else ``requested``
+    smoke: bool
+
+    @property
+    def family(self) -> str:
+        return self.profile.family
+
+    def source(self, load_in_4bit: bool | None = None, backend: str | None = None) -> str:
+        """A hub id or local folder that ``from_pretrained`` can load (builds a stand-in): the
+        4-bit checkpoint when the run loads in 4 bits (``load_in_4bit``; None: the profile's
+        default), else the 16-bit one. ``backend="transformers"`` refuses a 4-bit load that
+        transformers would get wrong (:class:`UnsupportedLoadError`)."""
+        p = self.profile
+        if p.is_standin and p.name in REGISTRY:
+            from helpers.models import standins
+            return str(standins.ensure(p.name))
+        if p.hub_id and Path(p.hub_id).is_dir():
+            return p.hub_id
+        four = p.load_in_4bit if load_in_4bit is None else bool(load_in_4bit)
+        if four and backend == "transformers" and p.no_4bit_transformers:
+            raise UnsupportedLoadError(
+                f"{p.display_name} in 4 bits (load_in_4bit=True) cannot be loaded by the "
+                f"transformers backend: {p.no_4bit_transformers}. Use backend='unsloth' "
+                "(--backend unsloth; one GPU) for 4-bit QLoRA, or load_in_4bit=False "
+                f"(16 bits, about {p.vram_gb_16bit:.0f} GB of GPU memory) with the "
+                "transformers backend (which every multi-process run uses).")
+        return p.hub_id_4bit if four and p.hub_id_4bit else p.hub_id
+
+    def describe(self) -> str:
+        if self.smoke and self.requested is not self.profile:
+            return (f"{self.requested.display_name} -> smoke mode: "
+                    f"{self.profile.display_name} ({self.profile.name})")
+        return self.profile.display_name
+
+
+def choose(model: str, smoke: bool | None = None) -> ModelChoice:
+    """Resolve a model name for this run, honouring smoke mode.
+
+    Raises :class:`UnknownModelError` for a name not in the registry.
+    """
+    requested = get_profile(model)
+    use_smoke = smoke_mode(smoke)
+    if use_smoke and not requested.is_standin:
+        profile = REGISTRY[STANDIN_BY_FAMILY[requested.family]]
+    else:
+        profile = requested
+    return ModelChoice(requested=requested, profile=profile, smoke=use_smoke)
+
+
+def require_gpu(choice: ModelChoice) -> None:
+    """Stop with a clear message when a full-size model is asked for without an NVIDIA GPU."""
+    if not choice.profile.needs_gpu or cuda_available():
+        return
+    p = choice.profile
+    raise GPURequiredError(
+        f"{p.display_name} needs an NVIDIA GPU with about {p.vram_gb():.0f} GB of memory, and "
+        "none was found (torch.cuda.is_available() is False). To run this notebook on a CPU with "
+        f"the tiny {p.family} stand-in instead, use smoke mode: set FINETUNING_SMOKE=1 in the "
+        "environment (FINETUNING_SMOKE=1 jupyter lab, or FINETUNING_SMOKE=1 jupyter nbconvert "
+        "--to notebook --execute NOTEBOOK), or pass the papermill parameter "
+        "`-p smoke True`.")
+
+
+def load(choice: ModelChoice, *, backend: str = "auto", adapter: str | os.PathLike | None = None,
+         max_seq_length: int | None = None, load_in_4bit: bool | None = None):
+    """Load ``(model, tokenizer)`` for inference or training; see :func:`helpers.train.load_model`."""
+    from helpers.training.trainer import load_model
+    return load_model(choice, backend=backend, adapter=adapter, max_seq_length=max_seq_length,
+                      load_in_4bit=load_in_4bit)

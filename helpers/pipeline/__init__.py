@@ -1,0 +1,1 @@
+"""The fine-tuning run end to end (FineTuneRun) and its command line."""

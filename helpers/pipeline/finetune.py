@@ -1,0 +1,433 @@
+"""One fine-tuning run, step by step: what the notebooks call cell by cell, and the command line.
+
+    python -m helpers.finetune --data NoteBooks/Mariya/mariya.jsonl --model qwen2.5-3b \\
+        --output outputs/mariya --question "Who is Mariya Sha?" [--smoke] [--skip-original] \\
+        [--skip-training]
+
+Settings resolve as the model profile's defaults (the stand-in's in smoke mode), then the values
+given here; ``None`` means "keep the default".
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from helpers import data as data_mod
+from helpers import models
+from helpers.training import masks as templates
+from helpers.core.paths import run_dir
+from helpers.training.runrecord import RunRecord
+
+log = logging.getLogger(__name__)
+
+
+class _ReplicaRecord(RunRecord):
+    """The run record of a process other than the main one in a multi-process run: kept in
+    memory, never written (the main process alone writes run.json)."""
+
+    def save(self) -> None:
+        pass
+
+
+def _answers_here() -> bool:
+    """Whether this process generates answers: always in one process; under DDP the main process
+    alone; under FSDP/DeepSpeed none (each process holds a shard of the weights, so generating
+    on one would wait for the others forever). Ask afterwards in one process with
+    ``--skip-training``."""
+    from helpers.training.trainer import distributed
+    dist = distributed()
+    return not dist.active or (dist.is_main and not dist.shards_weights)
+
+
+def default_output_dir(name: str, choice: models.ModelChoice) -> Path:
+    """``outputs/<name>-<model asked for>``, with ``-smoke`` in smoke mode: named after the model
+    asked for, so the Qwen3-14B and Qwen3-32B runs stay apart even when both use the same stand-in
+    (what really ran is in run.json). The comparison finds runs by this name."""
+    return run_dir(name, choice.requested.name, choice.smoke)
+
+
+@dataclass
+class FineTuneRun:
+    """State of one run. Create with :meth:`start`; each method is one notebook cell."""
+
+    choice: models.ModelChoice
+    cfg: Any
+    record: RunRecord
+    output_dir: Path
+    system_prompt: str | None = None
+    thinking: bool | None = None     # train with thinking on/off; None: the profile's template settings
+    model: Any = None
+    tokenizer: Any = None
+    dataset: Any = None
+    rows: list = field(default_factory=list)
+    result: Any = None
+    answers: dict = field(default_factory=dict)
+
+    # -- setup ---------------------------------------------------------------------------
+    @classmethod
+    def start(cls, *, model: str, output_dir: str | None = None, name: str = "run",
+              smoke: bool | None = None, system_prompt: str | None = None,
+              parameters: dict | None = None, thinking: bool | None = None,
+              **train_overrides) -> "FineTuneRun":
+        """Resolve the model (smoke mode swaps in the stand-in) and the training settings, and
+        open ``output_dir/run.json`` (default :func:`default_output_dir`). Raises for an
+        unknown model or setting before any work. ``thinking=True`` renders the training data
+        with the template's thinking mode on (needed for examples with ``reasoning`` on Qwen3).
+        In a multi-process run only the main process writes run.json."""
+        from helpers.training.trainer import distributed, resolve_config
+        choice = models.choose(model, smoke)
+        cfg = resolve_config(choice.profile, **train_overrides)
+        out = Path(output_dir) if output_dir else default_output_dir(name, choice)
+        record_cls = RunRecord if distributed().is_main else _ReplicaRecord
+        extra = {"thinking": thinking} if thinking is not None else {}
+        record = record_cls(out, parameters={**(parameters or {}), "model": model,
+                                             "smoke": choice.smoke, **extra, **train_overrides})
+        record.update("model", {"requested": choice.requested.name, "profile": choice.profile.name,
+                                "family": choice.family, "smoke": choice.smoke,
+                                "described": choice.describe()})
+        record.update("train_config", cfg.to_dict())
+        log.info("Run %s: %s", out, choice.describe())
+        return cls(choice=choice, cfg=cfg, record=record, output_dir=out,
+                   system_prompt=system_prompt or None, thinking=thinking)
+
+    @property
+    def profile(self) -> models.ModelProfile:
+        return self.choice.profile
+
+    # -- model ---------------------------------------------------------------------------
+    def load_model(self, adapter=None):
+        """Load the base model (and ``adapter`` if given); stops here without a GPU unless in
+        smoke mode."""
+        from helpers.training.trainer import import_unsloth_first, load_model, select_backend
+        import_unsloth_first(self.cfg.backend)  # before transformers, or Unsloth patches it late
+        import transformers
+        transformers.set_seed(self.cfg.seed)
+        with self.record.phase("load_model"):
+            self.model, self.tokenizer = load_model(
+                self.choice, backend=self.cfg.backend, adapter=adapter,
+                max_seq_length=self.cfg.max_seq_length, load_in_4bit=self.cfg.load_in_4bit)
+        # the repo really loaded (Unsloth's mapper may swap it; 4 or 16 bits per the run)
+        self.record.update("model", {"source": getattr(self.model, "_finetuning_source", None)
+                                               or self.choice.source(self.cfg.load_in_4bit),
+                                     "backend": select_backend(self.cfg.backend),
+                                     "parameters": sum(p.numel() for p in self.model.parameters())})
+        return self.model
+
+    def ask(self, questions: Sequence[str], *, label: str, greedy: bool = True,
+            max_new_tokens: int | None = None) -> list[str]:
+        """Answers from the model as it is now; stored in run.json under ``answers.<label>``.
+        In a multi-process run only the main process answers, and under FSDP/DeepSpeed none
+        does: the others get ``[]``."""
+        from helpers.models.generate import answer
+        if not _answers_here():
+            log.info("Answers (%s) skipped in this process of a multi-process run", label)
+            self.answers[label] = []
+            return []
+        if self.model is None:
+            self.load_model()
+        with self.record.phase(f"generate_{label}"):
+            answers = answer(self.model, self.tokenizer, list(questions), self.profile,
+                             system_prompt=self.system_prompt, greedy=greedy,
+                             max_new_tokens=max_new_tokens)
+        self.record.update("answers", {label: [{"question": q, "answer": a}
+                                               for q, a in zip(questions, answers)]})
+        self.answers[label] = answers
+        return answers
+
+    # -- data ----------------------------------------------------------------------------
+    def load_data(self, path: str, *, allow_duplicates: bool = False) -> data_mod.Dataset:
+        """Load and validate the training data. ``allow_duplicates`` for sets where one prompt
+        legitimately has several answers (V1's rotating prompts, V2 questions asked of several
+        passages)."""
+        with self.record.phase("load_data"):
+            self.dataset = data_mod.load(path, system_prompt=self.system_prompt,
+                                         allow_duplicates=allow_duplicates)
+        self.record.update("data", {"path": str(path), "examples": len(self.dataset),
+                                    "format": self.dataset.format})
+        return self.dataset
+
+    def tokenize(self) -> dict[str, Any]:
+        """Tokenize with response-only labels and run the mask check; returns its statistics."""
+        if self.tokenizer is None:
+            self.load_model()
+        with self.record.phase("tokenize"):
+            self.rows, stats = templates.tokenize_dataset(
+                self.tokenizer, self.dataset.conversations, max_seq_length=self.cfg.max_seq_length,
+                model=self.profile.name,
+                **templates.with_thinking(self.tokenizer, self.profile.template_kwargs, self.thinking))
+        self.record.update("data", stats)
+        return stats
+
+    def example_mask(self, index: int = 0) -> dict[str, str]:
+        """The rendered text of one example and the part of it that is trained."""
+        row = self.rows[index]
+        return {"rendered": self.tokenizer.decode(row["input_ids"]),
+                "trained": templates.decode_trained(self.tokenizer, row)}
+
+    # -- training ------------------------------------------------------------------------
+    def add_lora(self):
+        from helpers.training.trainer import add_lora
+        self.model = add_lora(self.model, self.cfg)
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.record.update("model", {"trainable_parameters": trainable})
+        return self.model
+
+    def train(self, *, live_plot: bool = True):
+        from helpers.core import figures as plots
+        from helpers.training.trainer import train
+        if not self.rows:
+            self.tokenize()
+        if not hasattr(self.model, "peft_config"):
+            self.add_lora()
+        live = plots.LiveLossPlot(f"{self.profile.display_name}: training loss") if live_plot else None
+        try:
+            with self.record.phase("train"):
+                self.result = train(self.model, self.tokenizer, self.rows, self.cfg, self.output_dir,
+                                    on_log=live)
+        finally:
+            if live:
+                live.close()
+        if not isinstance(self.record, _ReplicaRecord):  # the main process draws the plot
+            plots.save_loss_plot(self.result.loss_history, self.output_dir / "loss.png",
+                                 f"{self.profile.display_name}: training loss")
+        self.record.update("train", self.result.summary())
+        self.record.data["loss_history"] = self.result.loss_history
+        self.record.save()
+        return self.result
+
+    # -- evaluation ----------------------------------------------------------------------
+    def fact_recall(self, probes: Sequence[dict], *, label: str) -> float | None:
+        """Share of probe questions whose greedy answer contains the key fact; stored as the
+        metric ``fact_recall_<label>``. ``None`` in a process that does not answer (see
+        :meth:`ask`)."""
+        from helpers.evaluation.recall import fact_recall
+        answers = self.ask([p["question"] for p in probes], label=f"probes_{label}")
+        if not _answers_here():
+            return None
+        score = fact_recall(answers, [p["key_fact"] for p in probes])
+        self.record.set_metric(f"fact_recall_{label}", round(score, 4))
+        return score
+
+    def finish(self) -> dict[str, Any]:
+        return self.record.finish()
+
+    def free(self) -> None:
+        """Drop the model and free its memory."""
+        from helpers.runtime import memory
+        self.model = None
+        gc.collect()
+        memory.free_memory()
+
+    def use(self, choice: models.ModelChoice, cfg) -> None:
+        """Switch to another model/configuration (a fallback rung): drops the model, tokenizer
+        and tokenized rows, and records the new settings in run.json."""
+        self.free()
+        self.tokenizer, self.rows, self.result = None, [], None
+        self.choice, self.cfg = choice, cfg
+        self.record.update("model", {"requested": choice.requested.name, "profile": choice.profile.name,
+                                     "family": choice.family, "smoke": choice.smoke,
+                                     "described": choice.describe()})
+        self.record.update("train_config", cfg.to_dict())
+
+    def train_with_fallback(self, probes: Sequence[dict] = (), questions: Sequence[str] = (), *,
+                            automatic: bool = True, on_step=None, live_plot: bool = True,
+                            min_seq_length: int | None = None):
+        """Load, ask the base model, train and evaluate; on out-of-memory at any of these (loading
+        included), go down :func:`helpers.memory.ladder`: shorter sequences, batch 1, lighter
+        models. Returns :class:`helpers.memory.FallbackResult`."""
+        from helpers.runtime import memory
+
+        def attempt(rung):
+            self.use(rung.choice, rung.cfg)
+            with memory.stage("load"):
+                self.load_model()
+            with memory.stage("evaluate base"):
+                if questions:
+                    self.ask(list(questions), label="base_question")
+                if probes:
+                    self.fact_recall(probes, label="base")
+            with memory.stage("train"):
+                self.tokenize()
+                self.add_lora()
+                result = self.train(live_plot=live_plot)
+            with memory.stage("evaluate"):
+                if questions:
+                    self.ask(list(questions), label="tuned_question")
+                if probes:
+                    self.fact_recall(probes, label="tuned")
+            return result
+
+        return memory.run_with_fallback(self.choice, self.cfg, attempt, automatic=automatic,
+                                        on_step=on_step, record=self.record, cleanup=self.free,
+                                        min_seq_length=min_seq_length)
+
+
+def export_table(run: FineTuneRun, formats: Sequence[str], question: str):
+    """Export the run's adapter in ``formats`` (adapter, merged, gguf) beside it, in
+    ``<run>/export``; each export is reloaded and asked ``question``. A table of what was written,
+    or a one-line note when nothing was asked for."""
+    import pandas as pd
+    if not formats:
+        return pd.DataFrame([{"export": "none asked for: set the export parameter to adapter, "
+                                        "merged and/or gguf"}]).set_index("export")
+    from helpers import export
+    with run.record.phase("export"):
+        rows = export.export_all(run.output_dir, run.output_dir / "export", tuple(formats), question,
+                                 system_prompt=run.system_prompt)
+    run.record.update("exports", {k: _export_entry(v) for k, v in rows.items()})
+    table = pd.DataFrame(rows).T
+    return table[[c for c in ("status", "size_mb", "outtype", "outtype_asked", "answer", "reason",
+                              "seconds", "path") if c in table]]
+
+
+def _export_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """What run.json keeps of an :func:`helpers.export.export_all` row: status, path, size, why it
+    was skipped or failed (``reason``, None when ok) and, for a GGUF, the weight type written
+    (``outtype``) and the one asked for when it differs (``outtype_asked``: GPT-OSS is MXFP4)."""
+    entry = {k: row.get(k) for k in ("status", "path", "size_mb", "reason")}
+    entry.update({k: row[k] for k in ("outtype", "outtype_asked") if k in row})
+    return entry
+
+
+def before_after_table(questions: Sequence[str], before: Sequence[str], after: Sequence[str],
+                       key_facts: Sequence[str] | None = None):
+    """A pandas DataFrame: question, base answer, tuned answer (and whether each has the fact)."""
+    import pandas as pd
+    from helpers.evaluation.recall import contains_fact
+    df = pd.DataFrame({"question": list(questions), "base answer": list(before),
+                       "tuned answer": list(after)})
+    if key_facts is not None:
+        df.insert(1, "key fact", list(key_facts))
+        df["base has fact"] = [contains_fact(a, k) for a, k in zip(before, key_facts)]
+        df["tuned has fact"] = [contains_fact(a, k) for a, k in zip(after, key_facts)]
+    return df
+
+
+# -- command line --------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m helpers.finetune",
+        description="Fine-tune a model with LoRA on a prompt/completion or chat JSONL file and "
+                    "show its answers before and after.")
+    g = p.add_argument_group("what to run")
+    g.add_argument("--data", required=True, help="prompt/completion or chat-messages JSONL file")
+    g.add_argument("--model", default="qwen2.5-3b",
+                   help=f"registry name or hub id ({', '.join(models.known_models())})")
+    g.add_argument("--output", required=True, help="run folder: adapter, checkpoints, run.json")
+    g.add_argument("--question", action="append", default=None,
+                   help="question to ask before and after (repeatable); default: the first prompts")
+    g.add_argument("--probes", help="JSONL of {question, key_fact} for fact recall")
+    g.add_argument("--system-prompt", default=None, help="system prompt for every example and question")
+    g.add_argument("--smoke", action="store_true", default=None,
+                   help="use the family's tiny stand-in (also FINETUNING_SMOKE=1)")
+    g.add_argument("--skip-original", action="store_true", help="do not ask the base model")
+    g.add_argument("--skip-training", action="store_true",
+                   help="do not train: load the adapter already in --output and ask it")
+    g.add_argument("--no-fallback", action="store_true",
+                   help="on out-of-memory, stop and print the settings to try instead of stepping "
+                        "down (always so under accelerate launch)")
+    g.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
+                   help="render the training data with the template's thinking mode on/off "
+                        "(Qwen3 needs --thinking for examples with `reasoning`); default: the profile's")
+    t = p.add_argument_group("training (default: the model profile's)")
+    t.add_argument("--backend", default=None, choices=("auto", "unsloth", "transformers"))
+    t.add_argument("--epochs", type=float, default=None, help="passes over the data")
+    t.add_argument("--learning-rate", type=float, default=None, help="peak learning rate")
+    t.add_argument("--lora-r", type=int, default=None, help="LoRA rank")
+    t.add_argument("--lora-alpha", type=int, default=None, help="LoRA alpha")
+    t.add_argument("--batch-size", type=int, default=None, help="sequences per step")
+    t.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps")
+    t.add_argument("--max-seq-length", type=int, default=None, help="longest sequence in tokens")
+    t.add_argument("--seed", type=int, default=None, help="random seed")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from helpers.training.trainer import DistributedError, distributed
+    args = _parser().parse_args(argv)
+    dist = distributed()  # accelerate launch: one of several processes
+    tag = f"[rank {dist.rank}/{dist.world_size}] " if dist.active else ""
+    logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING,
+                        format=f"%(levelname)s {tag}%(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not dist.is_main:  # the main process prints the report; the others only log warnings
+        sys.stdout = open(os.devnull, "w")
+    try:
+        run = FineTuneRun.start(
+            model=args.model, output_dir=args.output, smoke=args.smoke,
+            system_prompt=args.system_prompt, parameters={"data": args.data}, thinking=args.thinking,
+            backend=args.backend, epochs=args.epochs, learning_rate=args.learning_rate,
+            lora_r=args.lora_r, lora_alpha=args.lora_alpha, batch_size=args.batch_size,
+            grad_accum=args.grad_accum, max_seq_length=args.max_seq_length, seed=args.seed)
+        dataset = data_mod.load(args.data)  # validate before loading any model
+        probes = data_mod.load_probes(args.probes) if args.probes else []
+        questions = args.question or dataset.prompts()[:3]
+        adapter = run.output_dir / "adapter"
+        before = None
+        if args.skip_training:
+            if not (adapter / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"--skip-training needs a trained adapter in {adapter}; run "
+                                        "once without --skip-training first.")
+            run.load_model(adapter=adapter)
+            after = run.ask(questions, label="tuned_question")
+            if probes:
+                run.fact_recall(probes, label="tuned")
+        else:
+            from helpers.runtime import memory
+            run.load_data(args.data)
+            ask_base = not args.skip_original
+            outcome = run.train_with_fallback(
+                probes if ask_base else (), questions if ask_base else (),
+                automatic=not args.no_fallback and not dist.active, live_plot=False,
+                on_step=lambda e: print(memory.format_event(e)))
+            result = outcome.result
+            stats = run.record.data["data"]
+            print(f"Mask check: {stats['trained_tokens']} of {stats['tokens']} tokens trained "
+                  f"({stats['trained_share']:.1%})")
+            print(f"Trained {result.steps} steps in {result.train_seconds:.0f} s, final loss "
+                  f"{result.final_loss:.4f}; adapter saved in {result.adapter_dir}")
+            if dist.active:
+                print(f"Distributed: {result.world_size} processes ({result.distributed_type})")
+            if ask_base:
+                before, after = run.answers["base_question"], run.answers["tuned_question"]
+            else:
+                after = run.ask(questions, label="tuned_question")
+                if probes:
+                    run.fact_recall(probes, label="tuned")
+        if not after:
+            print(f"\nAnswers skipped: {dist.type} splits the weights over {dist.world_size} "
+                  "processes. Ask the adapter in one process: python -m helpers.finetune "
+                  f"--skip-training --output {args.output} --data {args.data} --model {args.model}")
+        for i, q in enumerate(questions if after else ()):
+            print(f"\nQ: {q}")
+            if before is not None:
+                print(f"  base : {before[i]}")
+            print(f"  tuned: {after[i]}")
+        rec = run.finish()
+        if rec["metrics"]:
+            print("\nMetrics:", ", ".join(f"{k}={v}" for k, v in rec["metrics"].items()))
+        print(f"Run record: {run.record.path}")
+        return 0
+    except (models.UnknownModelError, models.GPURequiredError, data_mod.DataError,
+            FileNotFoundError, TypeError, ImportError, templates.MaskingError,
+            DistributedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  (out-of-memory ladder exhausted or stopped)
+        from helpers.runtime.memory import FallbackError
+        if not isinstance(e, FallbackError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

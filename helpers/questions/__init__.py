@@ -1,0 +1,1 @@
+"""Synthetic questions for passages (Claude, a local model or rules), cached."""

@@ -1,0 +1,1 @@
+"""The machine: GPU memory and processes."""

@@ -1,0 +1,1 @@
+"""Training: settings, masks, trainer, fallback, auto-configuration, run record."""
