@@ -58,6 +58,12 @@ def test_mariya_notebook_in_smoke_mode_learns_the_facts(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no loss plot in the report"
     assert any("text/html" in o.get("data", {}) for o in outputs), "no tables in the report"
+    # a report: progress is plain output, red (stderr) boxes only for warnings, and an HTML copy
+    stderr = "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stderr")
+    assert " helpers." not in stderr.replace("WARNING", ""), stderr[:2000]
+    assert "Trained" in "".join("".join(o.get("text", "")) for o in outputs if o.get("name") == "stdout")
+    page = out.with_suffix(".html").read_text()
+    assert page.lstrip().lower().startswith("<!doctype html") and "Mariya" in page and "image/png" in page
 
 
 DATAPREP = ROOT / "NoteBooks" / "JordanPeterson" / "JordanPeterson_DataPrep.ipynb"
@@ -278,3 +284,27 @@ def test_smoke_mode_is_an_offline_dry_run_under_plain_nbconvert(tmp_path):
     made = json.loads((tmp_path / "qa_dataset" / "JordanPeterson-smoke" / "dataprep.json").read_text())
     assert len(made["substitutions"]) == 2 and made["counts"]["v2"] > 0
     assert not (tmp_path / "qa_dataset" / "JordanPeterson").exists()
+
+
+def test_notebook_setup_sends_progress_to_stdout_and_hides_library_warnings(capsys):
+    import logging
+    import warnings
+
+    from helpers.notebooks import setup as nb_setup
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            nb_setup.setup()
+            logging.getLogger("helpers.test").info("step 3 of 10")
+            logging.getLogger("helpers.test").warning("memory is tight")
+            warnings.warn_explicit("chatter", UserWarning, "x.py", 1, module="transformers.modeling_utils")
+            warnings.warn_explicit("ours", UserWarning, "y.py", 1, module="helpers.training.trainer")
+        out, err = capsys.readouterr()
+        assert "step 3 of 10" in out and "step 3 of 10" not in err
+        assert "memory is tight" in err and "memory is tight" not in out
+        assert [str(w.message) for w in caught] == ["ours"]
+    finally:
+        for h in list(root.handlers):
+            if h not in before:
+                root.removeHandler(h)

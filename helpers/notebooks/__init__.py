@@ -124,17 +124,39 @@ def generate(check: bool = False) -> list[Path]:
     return stale
 
 
+def to_html(executed: str | os.PathLike) -> Path:
+    """Save an executed notebook as a standalone HTML page beside it (``<name>.html``): the
+    report, readable without Jupyter."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    executed = Path(executed)
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    out = executed.with_suffix(".html")
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
 def execute(notebook: str | os.PathLike, output: str | os.PathLike, parameters: dict[str, Any],
-            *, timeout: int | None = 1800, progress: bool = True, log_output: bool = False) -> Path:
+            *, timeout: int | None = 1800, progress: bool = True, log_output: bool = False,
+            html: bool = True) -> Path:
     """Run a notebook headless with papermill; returns the executed notebook's path.
-    ``log_output`` echoes the cells' output (progress lines) to this terminal as they run."""
+    ``log_output`` echoes the cells' output (progress lines) to this terminal as they run.
+    With ``html`` the executed notebook is also saved as HTML beside it (:func:`to_html`), also
+    when a cell fails (the page then shows where)."""
     import papermill as pm
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
-                        cwd=str(ROOT), progress_bar=progress and not log_output,
-                        log_output=log_output, execution_timeout=timeout)
+    try:
+        pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name="python3",
+                            cwd=str(ROOT), progress_bar=progress and not log_output,
+                            log_output=log_output, execution_timeout=timeout)
+    finally:
+        if html and output.is_file():
+            try:
+                to_html(output)
+            except Exception as e:  # a report that cannot be rendered must not hide the run's result
+                log.warning("Could not save %s as HTML: %s", output, e)
     return output
 
 

@@ -74,7 +74,7 @@ def main() -> int:
     for metric in ("tfidf", "delta", "ngram_overlap", "perplexity"):
         cells = [f"{r['variant']} {r['value']:.3g}" for r in summary if r["metric"] == metric]
         print(f"  {metric:>14}: " + ", ".join(cells))
-    print("Executed notebooks (the reports):")
+    print("Executed notebooks (the reports; each also as .html beside it):")
     for path, seconds in reports:
         print(f"  {path}  ({seconds:.0f} s)")
     print(f"Runs: {_show(mariya_run)}, {_show(persona_run)}; comparison tables: {_show(comparison)}")

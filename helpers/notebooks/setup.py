@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,12 @@ from typing import Any
 from helpers.core.paths import ROOT, WORKDIR_ENV, path, work_dir  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
+
+#: modules whose Python warnings a notebook does not show (``warnings`` matches the module that
+#: raised them)
+THIRD_PARTY_WARNINGS = (r"(transformers|torch|trl|peft|accelerate|datasets|bitsandbytes|unsloth|"
+                        r"unsloth_zoo|huggingface_hub|tokenizers|pandas|matplotlib|seaborn|papermill|"
+                        r"jupyter_client|nbclient|tensorboard|sklearn)(\.|$)")
 
 
 
@@ -68,15 +75,24 @@ def setup(level: int = logging.INFO) -> Path:
     import_unsloth_first()  # before the transformers import below (and the notebook's own)
     root = logging.getLogger()
     if not any(getattr(h, "_finetuning", False) for h in root.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-        handler._finetuning = True
-        root.addHandler(handler)
+        # progress (below WARNING) is plain output; warnings and errors go to stderr, which
+        # Jupyter shows in red: only what deserves it
+        fmt = logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S")
+        progress = logging.StreamHandler(sys.stdout)
+        progress.addFilter(lambda record: record.levelno < logging.WARNING)
+        problems = logging.StreamHandler(sys.stderr)
+        problems.setLevel(logging.WARNING)
+        for handler in (progress, problems):
+            handler.setFormatter(fmt)
+            handler._finetuning = True
+            root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("helpers").setLevel(level)
     for noisy in ("transformers", "datasets", "httpx", "urllib3", "accelerate", "peft", "trl",
                   "torch", "unsloth", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # warnings raised inside third-party libraries are theirs to fix, not the reader's
+    warnings.filterwarnings("ignore", module=THIRD_PARTY_WARNINGS)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
@@ -88,8 +104,6 @@ def setup(level: int = logging.INFO) -> Path:
     except ImportError:
         pass
     return ROOT
-
-
 
 
 def environment():
