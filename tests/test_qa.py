@@ -441,7 +441,7 @@ def fake_pdf(monkeypatch):
     """helpers.pdf (a colleague's module) replaced by a stub that returns our passages."""
     mod = type(sys)("helpers.pdf")
     mod.load_passages = lambda folder: make_passages(3)
-    monkeypatch.setitem(sys.modules, "helpers.pdf", mod)
+    monkeypatch.setitem(sys.modules, "helpers.books.pdf", mod)
 
 
 def test_cli_exit_status(fake, tmp_path, monkeypatch, fake_pdf, capsys):
