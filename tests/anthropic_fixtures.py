@@ -7,7 +7,7 @@ import anthropic
 import pytest
 
 from fake_anthropic import FakeAnthropic
-from helpers.claude import requests as qa_api
+from helpers.claude import client as claude_client
 
 #: a key shaped like a real one, so tests can check it never leaks into logs, caches or errors
 FAKE_KEY = "sk-ant-FAKE-KEY-d0-not-leak-7f3a9c"
@@ -18,7 +18,7 @@ def no_credentials(monkeypatch):
     """Nothing from the developer's environment or .env files leaks into these tests."""
     for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(qa_api, "_dotenv_files", lambda: [])
+    monkeypatch.setattr(claude_client, "_dotenv_files", lambda: [])
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ import pytest
 
 from anthropic_fixtures import FAKE_KEY, client, fake, no_credentials  # noqa: F401 (fixtures)
 from helpers.questions import generate as qa
-from helpers.claude import requests as qa_api
+from helpers.questions import local
+from helpers.claude import client as claude_client
 from helpers.books.passage import Passage
 from helpers.claude.cache import read_sidecar, sidecar_path
 
@@ -351,7 +352,7 @@ def test_key_from_a_dotenv_file(fake, tmp_path, monkeypatch):
     env = tmp_path / ".env"
     env.write_text(f"# secrets\nexport ANTHROPIC_API_KEY='{FAKE_KEY}'\n"
                    f"ANTHROPIC_BASE_URL={fake.url}\n")
-    monkeypatch.setattr(qa_api, "_dotenv_files", lambda: [tmp_path / "missing", env])
+    monkeypatch.setattr(claude_client, "_dotenv_files", lambda: [tmp_path / "missing", env])
     res = qa.generate_questions(make_passages(2), tmp_path / "c.jsonl", progress=False)
     assert res.asked == 2 and fake.count() == 2 and all(e["auth"] for e in fake.log)
     assert "ANTHROPIC_API_KEY" not in os.environ             # read, not exported
@@ -391,7 +392,7 @@ def test_local_source_uses_the_model_and_falls_back_to_rule(tmp_path, monkeypatc
         seen.extend(prompts)
         return ['Here: ["What did Mariya count?", "Where was the Lighthouse of Varn?"]',
                 "the model rambled without an array", '```json\n["A?", "B?"]\n```'][:len(prompts)]
-    monkeypatch.setattr(qa, "_local_generate", fake_generate)
+    monkeypatch.setattr(local, "local_generate", fake_generate)
     model = type("M", (), {"name_or_path": "tiny-test-model"})()
     res = qa.generate_questions(ps, tmp_path / "c.jsonl", source="local",
                                 local_model=(model, None), progress=False)
@@ -438,10 +439,9 @@ def test_two_pass_generates_labelled_answers_and_caches_both_passes(fake, client
 
 @pytest.fixture
 def fake_pdf(monkeypatch):
-    """helpers.pdf (a colleague's module) replaced by a stub that returns our passages."""
-    mod = type(sys)("helpers.pdf")
-    mod.load_passages = lambda folder: make_passages(3)
-    monkeypatch.setitem(sys.modules, "helpers.books.pdf", mod)
+    """helpers.pdf's loader (a colleague's module), as helpers.qa imported it, replaced by a stub
+    that returns our passages."""
+    monkeypatch.setattr(qa, "load_passages", lambda folder: make_passages(3))
 
 
 def test_cli_exit_status(fake, tmp_path, monkeypatch, fake_pdf, capsys):

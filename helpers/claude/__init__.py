@@ -1,1 +1,1 @@
-"""Claude requests shared by the question generator and the judge: client, requests, cache."""
+"""Claude requests shared by the question generator and the judge: client, pricing, requests, cache."""

@@ -5,8 +5,8 @@ is shown to the judge twice, the tuned answer first and then second, as "Answer 
 "Answer 2": the judge never sees which model wrote what. It is asked which answer sounds more
 like the persona while answering the question, and replies ``WINNER: 1|2|TIE`` plus a reason.
 
-Paid requests go through ``helpers.qa_api`` (our retries, the ``Ledger`` budget, threads, key
-redaction) and are cached in the append-only JSONL cache of ``helpers.qa_cache``, keyed by the
+Paid requests go through ``helpers.claude`` (our retries, the ``Ledger`` budget, threads, key
+redaction) and are cached in its append-only JSONL cache (``helpers.claude.cache``), keyed by the
 hash of exactly the text sent (persona, question, both answers in the order shown), the prompt
 version and the model: a rerun asks nothing. A reply without a usable ``WINNER`` line is asked
 once more, then recorded (and cached) as ``invalid``: counted in the table, never dropped. Two
@@ -29,9 +29,13 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from helpers.books.passage import text_sha256
-from helpers.questions.generate import (DEFAULT_MODEL, PROMPT_OVERHEAD_TOKENS, MalformedReply, QAConfigError,
-                        QAResult, _now, _progress_bar, cost_usd, prices_for)
 from helpers.claude.cache import QACache
+from helpers.claude.client import DEFAULT_MODEL, ClaudeConfigError, MalformedReply, client_for
+from helpers.claude.pricing import PROMPT_OVERHEAD_TOKENS, cost_usd, prices_for
+from helpers.claude.requests import Ledger, Settings, Tally, Task, progress_bar, run_tasks
+from helpers.core.clock import now
+from helpers.core.paths import work_dir
+from helpers.evaluation.metrics import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +179,6 @@ def _plan(pairs_: Sequence[Pair], name: str, description: str, model: str) -> li
 
 
 def default_cache_path() -> Path:
-    from helpers.core.paths import work_dir
     return work_dir() / "comparison_cache_all_models" / "judge.jsonl"
 
 
@@ -237,13 +240,11 @@ def _parser():
 
 
 def _task(j: _Judgement):
-    from helpers.claude.requests import Task
-
     def records(parsed, usage, attempts):
         return [{"kind": "judge", "passage_sha256": j.sha, "prompt_version": PROMPT_VERSION,
                  "model": j.params["model"], "n": 1, "item": "", "q_index": 0,
                  "group": uuid.uuid4().hex, "group_size": 1, "winner": parsed[0],
-                 "reason": parsed[1], "usage": usage, "attempts": attempts, "created": _now()}]
+                 "reason": parsed[1], "usage": usage, "attempts": attempts, "created": now()}]
 
     order = "tuned first" if j.tuned_first else "base first"
     return Task(key=j.key, sha=j.sha, book="judge", params=j.params, est=j.est,
@@ -264,25 +265,22 @@ def run(pairs_: Sequence[Pair], *, persona_name: str, persona_description: str,
         timeout_s: float = 60.0, price_per_mtok: tuple[float, float] | None = None,
         progress: bool = False, **options) -> "JudgeResult":
     """Judges every pair in both orders (cached judgements are not asked again). ``options``
-    go to ``qa_api.Settings`` (``max_retries``, ``retry_base_s``, ...). Raises
+    go to ``helpers.claude.requests.Settings`` (``max_retries``, ``retry_base_s``, ...). Raises
     :class:`JudgeError` without an API key when something is left to ask."""
-    from helpers.claude.requests import Ledger, Settings, client_for, run_tasks
-
     plan = _plan(pairs_, persona_name, persona_description, model)
     path = Path(cache_path) if cache_path else default_cache_path()
     result = JudgeResult(model=model, prompt_version=PROMPT_VERSION, cache_path=str(path))
     with QACache(path) as cache:
         before = {j.key for j in plan if j.key in cache}
         tasks = {j.key: _task(j) for j in plan if not j.identical and j.key not in before}
-        done = QAResult(source="anthropic", model=model, prompt_version=PROMPT_VERSION,
-                        cache_path=str(path))
+        done = Tally()
         ledger = Ledger(model, prices_for(model, price_per_mtok), budget_usd)
         if tasks:
             try:
                 api = client_for(client, timeout_s)
-            except QAConfigError:
+            except ClaudeConfigError:
                 raise JudgeError(NO_KEY_MESSAGE) from None
-            bar = _progress_bar(len(tasks), progress, "LLM judge")
+            bar = progress_bar(len(tasks), progress, "LLM judge")
             try:
                 run_tasks(list(tasks.values()), cache, api, ledger,
                           Settings(concurrency=concurrency, timeout_s=timeout_s, **options),
@@ -362,7 +360,6 @@ class JudgeResult:
         judged in both orders where both orders agree. ``position_bias``: share of judgements
         with a winner that "Answer 1" won (0.5 = no preference for the first answer)."""
         import pandas as pd
-        from helpers.evaluation.metrics import bootstrap_ci
         score = {"win": 1.0, "tie": 0.5, "loss": 0.0}
         rows = []
         for (variant, against), group in self.per_prompt().groupby(["variant", "against"],
