@@ -11,6 +11,7 @@ models are trained. Prints where each executed notebook (the report) is.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -43,7 +44,10 @@ def _run(name: str, notebook, params: dict) -> tuple[str, float]:
     return _show(out), time.time() - t0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m helpers.demo", description=__doc__.split("\n\n")[0],
+                            epilog="Runs the notebooks in smoke mode without an NVIDIA GPU; "
+                                   "FINETUNING_SMOKE=1 forces it.").parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.INFO)
     smoke = models.smoke_mode() or not models.cuda_available()
