@@ -144,3 +144,13 @@ def test_pairs_errors_name_the_fix():
         judge.pairs({**ANSWERS, V2: ANSWERS[V2][:2]}, PROMPTS, AGAINST)
     only_v2 = judge.pairs({BASE: ANSWERS[BASE], V2: ANSWERS[V2]}, PROMPTS, AGAINST)
     assert {p.variant for p in only_v2} == {V2}
+
+
+def test_nothing_to_judge_is_fine_where_the_caller_says_so(tmp_path, caplog):
+    """A comparison notebook run before any tuned model exists: no error, a line saying why."""
+    import logging
+    with caplog.at_level(logging.INFO, logger="helpers.evaluation.judge"):
+        none = judge.pairs({BASE: ANSWERS[BASE]}, PROMPTS, {BASE: BASE, V1: BASE}, missing_ok=True)
+    assert none == [] and "Run the fine-tuning notebooks" in caplog.text
+    text = str(judge.estimate(none, cache_path=tmp_path / "j.jsonl", **PERSONA))
+    assert text.startswith("LLM judge: nothing to judge") and "$" not in text

@@ -308,3 +308,23 @@ def test_notebook_setup_sends_progress_to_stdout_and_hides_library_warnings(caps
         for h in list(root.handlers):
             if h not in before:
                 root.removeHandler(h)
+
+
+def test_comparison_notebook_before_any_tuned_model_lists_what_is_missing(tmp_path):
+    """Run as a user exploring it would, under plain nbconvert, before any fine-tuning: it
+    finishes, says which variants are missing and how to make them, and judges nothing."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "FINETUNING_SMOKE": "1", "FINETUNING_WORKDIR": str(tmp_path)}
+    nb = ROOT / "NoteBooks" / "MarenHolloway" / "AllModels_MarenHolloway_Comparison.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+         "--ExecutePreprocessor.timeout=600", "--output-dir", str(tmp_path / "executed"), str(nb)],
+        env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outputs = _outputs(tmp_path / "executed" / nb.name)
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = _text(outputs)
+    assert "LLM judge: nothing to judge" in text
+    assert "Qwen3-14B V2" in text and "missing" in text.lower()

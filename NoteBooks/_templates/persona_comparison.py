@@ -149,14 +149,14 @@ result.retention()
 # both orders agree; `position_bias` near 0.5 means the judge did not favour the first answer.
 
 # %%
-to_judge = llm_judge.pairs(result.answers(), result.prompts, result.bases())
+to_judge = llm_judge.pairs(result.answers(), result.prompts, result.bases(), missing_ok=True)
 print(llm_judge.estimate(to_judge, persona_name=persona.name, persona_description=persona.system_prompt))
 verdicts = None
-if judge:
+if judge and to_judge:
     verdicts = llm_judge.run(to_judge, persona_name=persona.name, persona_description=persona.system_prompt,
                              budget_usd=judge_budget_usd, progress=True)
     print(verdicts.summary())
-verdicts.table() if verdicts else "judge=False: not run"
+verdicts.table() if verdicts else ("not run: judge=False" if not judge else "not run: nothing to judge")
 
 # %% [markdown]
 # ## Save

@@ -99,11 +99,12 @@ class Pair:
 
 
 def pairs(answers: Mapping[str, Sequence[str]], prompts: Sequence[str],
-          against: Mapping[str, str]) -> list[Pair]:
+          against: Mapping[str, str], *, missing_ok: bool = False) -> list[Pair]:
     """What to judge: every ``variant -> base`` entry of ``against`` whose two variants are both
     in ``answers``, one pair per prompt. Entries naming themselves (base models) are skipped, so
     ``Comparison.bases()`` can be passed as it is; a tuned variant whose base was not compared is
-    skipped with a warning."""
+    skipped with a warning. Nothing to judge is an error naming the fix, or with ``missing_ok``
+    (a comparison notebook run before any tuned model exists) an empty list and a log line."""
     for name, got in answers.items():
         if len(got) != len(prompts):
             raise JudgeError(f"{name!r} has {len(got)} answers for {len(prompts)} prompts: pass "
@@ -120,9 +121,13 @@ def pairs(answers: Mapping[str, Sequence[str]], prompts: Sequence[str],
         out += [Pair(variant, base, i, q, answers[variant][i], answers[base][i])
                 for i, q in enumerate(prompts)]
     if not out:
-        raise JudgeError(f"Nothing to judge: no tuned variant has its base model among the "
-                         f"answers ({', '.join(answers) or 'none'}). Add the base model (e.g. "
-                         f"'qwen3-14b' beside 'qwen3-14b:v2') to the comparison's variants.")
+        message = (f"Nothing to judge: no tuned variant has its base model among the answers "
+                   f"({', '.join(answers) or 'none'}). Run the fine-tuning notebooks for the "
+                   f"missing variants, and keep each base model (e.g. 'qwen3-14b' beside "
+                   f"'qwen3-14b:v2') among the comparison's variants.")
+        if not missing_ok:
+            raise JudgeError(message)
+        log.info("%s", message)
     return out
 
 
@@ -196,6 +201,9 @@ class Estimate:
     usd: float | None          # None: no list price known for the model
 
     def __str__(self) -> str:
+        if not self.judgements:
+            return ("LLM judge: nothing to judge (no tuned variant beside its base model): run the "
+                    "fine-tuning notebooks for the missing variants listed above.")
         cost = ("no list price known for this model" if self.usd is None else
                 f"about ${self.usd:.2f} at the list prices in helpers.qa (check current prices)")
         return (f"LLM judge: {self.requests} requests to {self.model} for {self.judgements} "
