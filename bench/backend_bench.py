@@ -43,7 +43,9 @@ def worker(backend: str, folder: str, steps: int, seq: int, batch: int, four_bit
         import unsloth  # noqa: F401  (before transformers)
     import torch
     from helpers import models
-    from helpers.training.trainer import add_lora, load_model, resolve_config, train
+    from helpers.runtime.loading import load_model
+    from helpers.training.config import resolve_config
+    from helpers.training.trainer import add_lora, train
     choice = models.choose(folder)
     cfg = resolve_config(choice.profile, epochs=1, batch_size=batch, grad_accum=1, max_seq_length=seq,
                          lora_r=16, lora_alpha=16, learning_rate=1e-4, padding_free=False,

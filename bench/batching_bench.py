@@ -14,7 +14,9 @@ import tempfile
 from helpers import data, models
 from helpers.training import masks as templates
 from helpers.notebooks.setup import ROOT
-from helpers.training.trainer import add_lora, load_model, resolve_config, train
+from helpers.runtime.loading import load_model
+from helpers.training.config import resolve_config
+from helpers.training.trainer import add_lora, train
 
 
 def run(padding_free: bool, batch_size: int) -> dict:

@@ -4,13 +4,13 @@ Imports run one way, down this list (a module imports only from its own stage or
 tests/test_house.py checks it):
 
 - ``core``        paths (root, work folder, run folders), files, time, figures
-- ``models``      the registry and smoke mode (``__init__``), tiny offline stand-ins, loading
-- ``runtime``     the machine: GPU memory, processes
+- ``models``      the registry and smoke mode (``__init__``), families, tiny offline stand-ins
+- ``runtime``     the machine: GPU memory, processes, loading a model onto it (backends)
 - ``books``       books to cleaned, overlapping passages
 - ``claude``      Claude requests shared by questions and the judge: client, requests, cache
 - ``questions``   synthetic questions per passage (Claude, a local model or rules)
 - ``data``        prompt/completion and chat JSONL (``__init__``), recipes, personas, data prep
-- ``training``    settings, masks, trainer, fallback ladder, auto-configuration, run record
+- ``training``    settings (config), masks, trainer, fallback ladder, auto-configuration, run record
 - ``evaluation``  generation, metrics, the comparison (cache, plots), the judge, fact recall
 - ``export``      adapter, merged 16-bit, GGUF and Ollama exports, each reloaded and checked
 - ``pipeline``    one fine-tuning run end to end and its command line

@@ -33,7 +33,7 @@ for the whole process; the parent imports nothing heavier than torch):
    tokens/s, peak VRAM after loading and while training (``max_memory_allocated``, reset in
    between), final loss, and the label check of tests/label_capture.py (a forward pre-hook
    records the labels the model really receives; they must equal our masks).
-4. ``ladder``: the out-of-memory ladder (``memory.ladder`` + ``memory.run_with_fallback``, what
+4. ``ladder``: the out-of-memory ladder (``fallback.ladder`` + ``fallback.run_with_fallback``, what
    ``FineTuneRun.train_with_fallback`` runs) under ``--ladder-cap-gb`` (default 24). NOT the
    Qwen3-32B the issue names: its random bf16 copy would need 65 GB of disk, which the machine
    cannot spare. Instead the Qwen3-14B-shape folder is asked for in 16 bits (about 27.5 GiB of
@@ -356,7 +356,9 @@ def train_once(choice, backend: str, out_dir: Path, *, four_bit: bool, max_seq: 
                batch_size: int = 2, grad_accum: int = 1, keep_model: bool = False) -> dict:
     """Load, add LoRA, train a few steps on Mariya rows and check the labels: the numbers."""
     from helpers.runtime import memory
-    from helpers.training.trainer import add_lora, load_model, resolve_config, train
+    from helpers.runtime.loading import load_model
+    from helpers.training.config import resolve_config
+    from helpers.training.trainer import add_lora, train
     p = choice.profile
     cfg = resolve_config(p, epochs=1, batch_size=batch_size, grad_accum=grad_accum,
                          max_seq_length=max_seq, logging_steps=1, report_to="none",
@@ -411,8 +413,8 @@ def step_train(args, shape: str, backend: str) -> dict:
 
 
 def step_ladder(args) -> dict:
-    from helpers.runtime import memory
-    from helpers.training.trainer import resolve_config
+    from helpers.training import fallback
+    from helpers.training.config import resolve_config
     out = {"memory_cap": _cap(args.ladder_cap_gb), "backend": args.ladder_backend,
            "instead_of_qwen3_32b": (
                "Qwen3-32B's random bf16 copy needs 65 GB of disk, which this machine cannot spare; "
@@ -423,7 +425,7 @@ def step_ladder(args) -> dict:
     cfg = resolve_config(choice.profile, epochs=1, batch_size=1, grad_accum=2, max_seq_length=256,
                          load_in_4bit=False, backend=args.ladder_backend, logging_steps=1,
                          report_to="none", resume=False, keep_checkpoints=1)
-    rungs = memory.ladder(choice, cfg, backend=args.ladder_backend)
+    rungs = fallback.ladder(choice, cfg, backend=args.ladder_backend)
     out["rungs"] = [{"index": r.index, "kind": r.kind, "reason": r.reason, "describe": r.describe()}
                     for r in rungs]
     work = Path(args.work_dir) / "runs" / "ladder"
@@ -439,11 +441,11 @@ def step_ladder(args) -> dict:
 
     events: list = []
     try:
-        fb = memory.run_with_fallback(choice, cfg, attempt, rungs=rungs, on_step=events.append,
-                                      cleanup=holder.clear)
+        fb = fallback.run_with_fallback(choice, cfg, attempt, rungs=rungs, on_step=events.append,
+                                        cleanup=holder.clear)
         out.update(status_detail="trained", rung_used=fb.rung.index, rung_used_reason=fb.rung.reason,
                    fell_back=fb.fell_back, attempts=fb.attempts, result=fb.result)
-    except memory.FallbackError as e:
+    except fallback.FallbackError as e:
         out.update(status_detail=type(e).__name__, error=str(e)[:3000])
         events = events or e.events
     finally:
@@ -499,7 +501,7 @@ def step_gguf_unsloth(args) -> dict:
 
 def step_gpt_oss_transformers(args) -> dict:
     from helpers import models
-    from helpers.training.trainer import load_model
+    from helpers.runtime.loading import load_model
     out: dict = {}
     real = models.choose("gpt-oss-20b", smoke=False)
     try:  # refused in ModelChoice.source, before anything is downloaded

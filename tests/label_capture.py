@@ -18,8 +18,10 @@ def capture(backend: str, family: str, model_dir: str, out_dir: str, padding_fre
     import torch
 
     from helpers import models
+    from helpers.runtime.loading import load_model
     from helpers.training import masks as templates
-    from helpers.training.trainer import add_lora, load_model, resolve_config, train
+    from helpers.training.config import resolve_config
+    from helpers.training.trainer import add_lora, train
 
     choice = models.choose(model_dir)
     cfg = resolve_config(choice.profile, epochs=2, batch_size=2, grad_accum=1, learning_rate=1e-2,

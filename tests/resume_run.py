@@ -16,8 +16,10 @@ def main(model_dir: str, out: str, sleep: float = 0.0) -> dict:
     from transformers import TrainerCallback
 
     from helpers import models
+    from helpers.runtime.loading import load_model
     from helpers.training import masks as templates
-    from helpers.training.trainer import add_lora, load_model, resolve_config, train
+    from helpers.training.config import resolve_config
+    from helpers.training.trainer import add_lora, train
 
     choice = models.choose(model_dir)
     cfg = resolve_config(choice.profile, epochs=4, batch_size=2, grad_accum=1, learning_rate=5e-3,

@@ -1,7 +1,7 @@
 import pytest
 
 from helpers.training.autoconfig import auto_configure
-from helpers.training.trainer import resolve_config
+from helpers.training.config import resolve_config
 
 
 def test_cpu_keeps_16_bit_and_no_checkpointing():
@@ -97,15 +97,14 @@ def test_suggest_sizes_for_the_backend_that_will_run(monkeypatch, tmp_path, back
     from helpers import models
     from helpers.training import autoconfig
     from helpers.data import prep as dataprep
-    from helpers.runtime import memory
-    from helpers.training import trainer as train
+    from helpers.runtime import loading, memory
     from helpers.training.autoconfig import suggest
     tokenizer, _ = dataprep.load_tokenizer("qwen3-30b-a3b", smoke=True)
-    monkeypatch.setattr(dataprep, "load_tokenizer",
+    monkeypatch.setattr(loading, "load_tokenizer",
                         lambda model, smoke=None: (tokenizer, models.choose(model, smoke=False)))
     monkeypatch.setattr(memory, "free_memory_gb", lambda device=None: 40.0)
     monkeypatch.setattr(models, "cuda_available", lambda: True)
-    monkeypatch.setattr(train, "unsloth_available", lambda: unsloth_installed)
+    monkeypatch.setattr(loading, "unsloth_available", lambda: unsloth_installed)
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(k, raising=False)
     seen = []

@@ -26,7 +26,7 @@ def test_strip_reasoning(raw, expected):
 
 @pytest.mark.parametrize("family", ["qwen2.5", "qwen3", "gpt-oss"])
 def test_batched_answers_one_per_question(random_standin, family):
-    from helpers.training.trainer import load_model
+    from helpers.runtime.loading import load_model
     choice = models.choose(str(random_standin(family)))
     model, tok = load_model(choice, backend="transformers")
     qs = ["Why is the sky blue?", "How do bees make honey?", "Tell me about trains."]

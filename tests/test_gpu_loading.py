@@ -1,6 +1,6 @@
 """Model loading on a CUDA machine (issue 10: a, b, c, e, i, j), checked on the CPU with fakes.
 
-Each fake stands in for the library call ``helpers.train.load_model`` makes, with the behaviour
+Each fake stands in for the library call ``helpers.runtime.loading.load_model`` makes, with the behaviour
 read in the library's source (unsloth 2026.10.9 models/loader.py, loader_utils.py, mapper.py;
 unsloth_zoo 2026.10.9 temporary_patches/gpt_oss.py, moe_utils_bnb4bit.py; transformers 5.17
 modeling_utils.py, integrations/bitsandbytes.py, quantizers/quantizer_mxfp4.py). The weight
@@ -22,8 +22,9 @@ import pytest
 import torch
 
 from helpers import models
-from helpers.runtime import memory
-from helpers.training import trainer as train
+from helpers.runtime import loading, memory
+from helpers.training import fallback
+from helpers.training.config import resolve_config
 from helpers.pipeline.finetune import FineTuneRun
 
 DIST_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
@@ -54,8 +55,8 @@ def gpu(monkeypatch):
     for k in DIST_ENV:
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setattr(models, "cuda_available", lambda: True)
-    monkeypatch.setattr(train, "_device_dtype", lambda: torch.bfloat16)
-    monkeypatch.setattr(train, "main_process_first", contextlib.nullcontext)
+    monkeypatch.setattr(loading, "_device_dtype", lambda: torch.bfloat16)
+    monkeypatch.setattr(loading, "main_process_first", contextlib.nullcontext)
     return monkeypatch
 
 
@@ -112,7 +113,7 @@ def install_fake_unsloth(monkeypatch, *, resolve=lambda name, four: name, spill=
     mod = types.ModuleType("unsloth")
     mod.FastLanguageModel = types.SimpleNamespace(from_pretrained=from_pretrained)
     monkeypatch.setitem(sys.modules, "unsloth", mod)
-    monkeypatch.setattr(train, "unsloth_available", lambda: True)
+    monkeypatch.setattr(loading, "unsloth_available", lambda: True)
     return calls
 
 
@@ -159,7 +160,7 @@ _unsloth_models_dir()
 def test_transformers_backend_refuses_gpt_oss_in_4_bit(fake_transformers):
     choice = models.choose("gpt-oss-20b", smoke=False)
     with pytest.raises(models.UnsupportedLoadError) as e:
-        train.load_model(choice, backend="transformers", load_in_4bit=True)
+        loading.load_model(choice, backend="transformers", load_in_4bit=True)
     msg = str(e.value)
     assert "load_in_4bit=True" in msg and "backend='unsloth'" in msg and "load_in_4bit=False" in msg
     assert "router.linear" in msg and "randomly initialised" in msg
@@ -174,10 +175,10 @@ def test_transformers_backend_refuses_gpt_oss_in_4_bit(fake_transformers):
 
 def test_transformers_ladder_for_gpt_oss_has_no_4_bit_rung():
     choice = models.choose("gpt-oss-20b", smoke=False)
-    cfg = train.resolve_config(choice.profile, load_in_4bit=False)
-    kinds = [r.kind for r in memory.ladder(choice, cfg, backend="transformers")]
+    cfg = resolve_config(choice.profile, load_in_4bit=False)
+    kinds = [r.kind for r in fallback.ladder(choice, cfg, backend="transformers")]
     assert "load_in_4bit" not in kinds
-    assert "load_in_4bit" in [r.kind for r in memory.ladder(choice, cfg, backend="unsloth")]
+    assert "load_in_4bit" in [r.kind for r in fallback.ladder(choice, cfg, backend="unsloth")]
 
 
 def _tiny_checkpoint(folder: Path, tamper: bool) -> Path:
@@ -203,14 +204,14 @@ def test_missing_and_unexpected_weights_stop_the_transformers_load(gpu, tmp_path
     gpu.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: fake_tokenizer())
     folder = _tiny_checkpoint(tmp_path / "tampered", tamper=True)
     choice = models.choose(str(folder), smoke=False)
-    with pytest.raises(train.WeightMismatchError) as e:
-        train.load_model(choice, backend="transformers")
+    with pytest.raises(loading.WeightMismatchError) as e:
+        loading.load_model(choice, backend="transformers")
     msg = str(e.value)
     assert "model.layers.0.mlp.down_proj.weight" in msg and "randomly initialised" in msg
     assert "model.layers.0.mlp.experts.0.down_proj.weight" in msg and "dropped" in msg
-    assert train.ALLOW_MISMATCH_ENV in msg and not memory.is_oom(e.value)
-    gpu.setenv(train.ALLOW_MISMATCH_ENV, "1")   # loud opt-out: loads, logs an error
-    model, _ = train.load_model(choice, backend="transformers")
+    assert loading.ALLOW_MISMATCH_ENV in msg and not memory.is_oom(e.value)
+    gpu.setenv(loading.ALLOW_MISMATCH_ENV, "1")   # loud opt-out: loads, logs an error
+    model, _ = loading.load_model(choice, backend="transformers")
     assert model._finetuning_source == str(folder)
 
 
@@ -219,7 +220,7 @@ def test_an_intact_checkpoint_with_tied_embeddings_loads(gpu, tmp_path):
     gpu.setattr(models, "cuda_available", lambda: False)
     gpu.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: fake_tokenizer())
     folder = _tiny_checkpoint(tmp_path / "intact", tamper=False)
-    model, _ = train.load_model(models.choose(str(folder), smoke=False), backend="transformers")
+    model, _ = loading.load_model(models.choose(str(folder), smoke=False), backend="transformers")
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
@@ -228,8 +229,8 @@ def test_missing_weights_stop_the_unsloth_load_too(gpu, tmp_path):
     from transformers import AutoModelForCausalLM
     folder = _tiny_checkpoint(tmp_path / "tampered", tamper=True)
     install_fake_unsloth(gpu, load=lambda name: AutoModelForCausalLM.from_pretrained(folder))
-    with pytest.raises(train.WeightMismatchError, match="down_proj"):
-        train.load_model(models.choose("qwen3-14b", smoke=False), backend="unsloth")
+    with pytest.raises(loading.WeightMismatchError, match="down_proj"):
+        loading.load_model(models.choose("qwen3-14b", smoke=False), backend="unsloth")
 
 
 # -- b. the repo follows the run's load_in_4bit ----------------------------------------------------
@@ -243,7 +244,7 @@ def test_transformers_loads_the_16_bit_repo_when_the_run_is_16_bit(fake_transfor
     assert record["model"]["source"] == "Qwen/Qwen3-14B"
     assert record["train_config"]["load_in_4bit"] is False
 
-    train.load_model(run.choice, backend="transformers", load_in_4bit=True)
+    loading.load_model(run.choice, backend="transformers", load_in_4bit=True)
     source, kwargs = fake_transformers[-1]
     assert source == "unsloth/Qwen3-14B-unsloth-bnb-4bit"
     assert kwargs["quantization_config"].load_in_4bit
@@ -279,12 +280,12 @@ def test_qwen3_moe_in_4_bit_is_heavy_on_transformers():
 
 def test_ladder_skips_a_fallback_heavier_on_this_backend():
     choice = models.choose("qwen3-32b", smoke=False)
-    cfg = train.resolve_config(choice.profile)
-    on = {b: [r.choice.requested.name for r in memory.ladder(choice, cfg, backend=b)
+    cfg = resolve_config(choice.profile)
+    on = {b: [r.choice.requested.name for r in fallback.ladder(choice, cfg, backend=b)
               if r.kind == "model"] for b in ("unsloth", "transformers")}
     assert on["unsloth"] == ["qwen3-30b-a3b", "qwen3-14b"]
     assert on["transformers"] == ["qwen3-14b"]
-    fb = [r for r in memory.ladder(choice, cfg, backend="unsloth") if r.kind == "model"][0]
+    fb = [r for r in fallback.ladder(choice, cfg, backend="unsloth") if r.kind == "model"][0]
     assert "about 19.0 GiB on unsloth" in fb.reason
 
 
@@ -294,7 +295,7 @@ def test_sharded_gpt_oss_loads_dequantized(fake_transformers, monkeypatch, flag)
     from transformers import Mxfp4Config
     for k, v in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", flag: "true"}.items():
         monkeypatch.setenv(k, v)
-    train.load_model(models.choose("gpt-oss-20b", smoke=False), backend="transformers")
+    loading.load_model(models.choose("gpt-oss-20b", smoke=False), backend="transformers")
     source, kwargs = fake_transformers[-1]
     assert source == "openai/gpt-oss-20b"
     q = kwargs["quantization_config"]
@@ -306,9 +307,9 @@ def test_mxfp4_is_read_from_a_local_config(tmp_path):
     profile = models.get_profile("tiny-gpt-oss")
     (tmp_path / "config.json").write_text(json.dumps(
         {"model_type": "gpt_oss", "quantization_config": {"quant_method": "mxfp4"}}))
-    assert train._mxfp4_checkpoint(str(tmp_path), profile)
+    assert loading.mxfp4_checkpoint(str(tmp_path), profile)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_oss"}))
-    assert not train._mxfp4_checkpoint(str(tmp_path), profile)
+    assert not loading.mxfp4_checkpoint(str(tmp_path), profile)
 
 
 
@@ -321,7 +322,7 @@ class _StopAfterLoad(Exception):
 def test_export_reloads_an_mxfp4_base_dequantized(fake_transformers, monkeypatch, tmp_path,
                                                   entry, hub_id, mxfp4):
     """The export merge and the base + adapter reload (adapter check, logits reference) load
-    openai/gpt-oss-20b with Mxfp4Config(dequantize=True), decided by train._mxfp4_checkpoint from
+    openai/gpt-oss-20b with Mxfp4Config(dequantize=True), decided by loading.mxfp4_checkpoint from
     the checkpoint's config (read with AutoConfig, so a hub id works as well as a folder)."""
     import peft
     import transformers
@@ -396,7 +397,7 @@ def test_ddp_load_measures_and_loads_on_the_local_rank(fake_transformers, monkey
     monkeypatch.setattr(memory, "_cuda_torch", lambda: types.SimpleNamespace(cuda=cuda))
     for k, v in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
         monkeypatch.setenv(k, v)
-    train.load_model(models.choose("qwen3-14b", smoke=False), backend="transformers")
+    loading.load_model(models.choose("qwen3-14b", smoke=False), backend="transformers")
     assert set(cuda.asked) == {1}
     assert fake_transformers[-1][1]["device_map"] == {"": 1}
 
@@ -414,15 +415,15 @@ def test_run_json_records_the_repo_unsloth_really_loaded(gpu, tmp_path):
 
 def test_without_the_callback_the_model_config_names_the_repo(gpu):
     install_fake_unsloth(gpu, resolve=lambda n, f: "unsloth/Qwen3-14B", callback=False)
-    model, _ = train.load_model(models.choose("qwen3-14b", smoke=False), backend="unsloth",
-                                load_in_4bit=False)
+    model, _ = loading.load_model(models.choose("qwen3-14b", smoke=False), backend="unsloth",
+                                  load_in_4bit=False)
     assert model._finetuning_source == "unsloth/Qwen3-14B"
 
 
 # -- j. a model that does not fit must run out of memory, not spill to the CPU ------------------
 def test_unsloth_loads_on_one_gpu(gpu):
     calls = install_fake_unsloth(gpu)
-    train.load_model(models.choose("qwen3-14b", smoke=False), backend="unsloth")
+    loading.load_model(models.choose("qwen3-14b", smoke=False), backend="unsloth")
     assert calls[-1]["device_map"] == {"": 0}   # not Unsloth's default "sequential"
 
 
@@ -431,7 +432,7 @@ def test_a_model_spilled_to_the_cpu_is_out_of_memory_and_the_ladder_steps_down(g
     install_fake_unsloth(gpu, spill=spilled)
     choice = models.choose("qwen3-14b", smoke=False)
     with pytest.raises(memory.OffloadedError) as e:
-        train.load_model(choice, backend="unsloth")
+        loading.load_model(choice, backend="unsloth")
     assert memory.is_oom(e.value) and "model.layers.39 -> cpu" in str(e.value)
 
     fits = {"": 0}
@@ -440,12 +441,12 @@ def test_a_model_spilled_to_the_cpu_is_out_of_memory_and_the_ladder_steps_down(g
 
     def attempt(rung):
         with memory.stage("load"):
-            model, _ = train.load_model(rung.choice, backend="unsloth",
-                                        max_seq_length=rung.cfg.max_seq_length,
-                                        load_in_4bit=rung.cfg.load_in_4bit)
+            model, _ = loading.load_model(rung.choice, backend="unsloth",
+                                          max_seq_length=rung.cfg.max_seq_length,
+                                          load_in_4bit=rung.cfg.load_in_4bit)
         return rung.cfg.max_seq_length
 
-    cfg = train.resolve_config(choice.profile, backend="unsloth")
-    out = memory.run_with_fallback(choice, cfg, attempt)
+    cfg = resolve_config(choice.profile, backend="unsloth")
+    out = fallback.run_with_fallback(choice, cfg, attempt)
     assert out.fell_back and out.result < cfg.max_seq_length
     assert out.events[0]["stage"] == "load" and "OffloadedError" in out.events[0]["error"]

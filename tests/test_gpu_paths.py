@@ -289,14 +289,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from helpers import models
 from helpers.pipeline import finetune
-from helpers.training import trainer as train
+from helpers.runtime import loading
 from helpers.training.runrecord import RunRecord
 
-def fake_load_model(choice, **kw):   # what train.load_model does first on the Unsloth backend
+def fake_load_model(choice, **kw):   # what loading.load_model does first on the Unsloth backend
     import unsloth
     return SimpleNamespace(parameters=lambda: [], _finetuning_source="src"), object()
 
-train.load_model = fake_load_model
+loading.load_model = fake_load_model
 cfg = SimpleNamespace(seed=0, backend="auto", max_seq_length=64, load_in_4bit=False)
 out = Path(sys.argv[1])
 run = finetune.FineTuneRun(choice=SimpleNamespace(source=lambda *a: "src"), cfg=cfg,
@@ -328,10 +328,10 @@ def test_load_model_imports_unsloth_before_transformers(tmp_path):
 
 
 def test_unsloth_is_not_imported_without_cuda_or_for_transformers(monkeypatch):
-    from helpers.training import trainer as train
+    from helpers.runtime import loading
     monkeypatch.delitem(sys.modules, "unsloth", raising=False)
     imported = []
-    monkeypatch.setattr(train, "unsloth_available", lambda: True)
+    monkeypatch.setattr(loading, "unsloth_available", lambda: True)
     monkeypatch.setattr(models, "cuda_available", lambda: False)
     real_import = __builtins__["__import__"] if isinstance(__builtins__, dict) else __builtins__.__import__
 
@@ -341,14 +341,14 @@ def test_unsloth_is_not_imported_without_cuda_or_for_transformers(monkeypatch):
             return types.ModuleType("unsloth")
         return real_import(name, *a, **k)
     monkeypatch.setattr("builtins.__import__", spy)
-    assert train.import_unsloth_first("auto") is False            # no CUDA
+    assert loading.import_unsloth_first("auto") is False          # no CUDA
     monkeypatch.setattr(models, "cuda_available", lambda: True)
-    assert train.import_unsloth_first("transformers") is False    # asked for transformers
+    assert loading.import_unsloth_first("transformers") is False  # asked for transformers
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert train.import_unsloth_first("auto") is False            # Unsloth is single-process
+    assert loading.import_unsloth_first("auto") is False          # Unsloth is single-process
     assert imported == []
     monkeypatch.delenv("WORLD_SIZE")
-    assert train.import_unsloth_first("auto") is True and imported == ["unsloth"]
+    assert loading.import_unsloth_first("auto") is True and imported == ["unsloth"]
 
 
 # -- g. bfloat16 only where the GPU computes it natively ------------------------------------------
@@ -375,19 +375,19 @@ def pre_ampere(monkeypatch):
 
 def test_an_emulating_gpu_is_not_given_bf16(pre_ampere):
     import torch
-    from helpers.training import trainer as train
-    assert train._device_dtype() is torch.float16
-    assert train.bf16_supported() is False
+    from helpers.runtime import loading
+    assert loading._device_dtype() is torch.float16
+    assert loading.bf16_supported() is False
     assert export._load_dtype("cuda") is torch.float16 and export._load_dtype("cpu") is torch.float32
     assert pre_ampere and not any(pre_ampere)        # always asked without emulation
 
 
 def test_an_ampere_gpu_gets_bf16(monkeypatch):
     import torch
-    from helpers.training import trainer as train
+    from helpers.runtime import loading
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    assert train.bf16_supported() is True and train._device_dtype() is torch.bfloat16
+    assert loading.bf16_supported() is True and loading._device_dtype() is torch.bfloat16
     assert export._load_dtype("cuda") is torch.bfloat16
 
 

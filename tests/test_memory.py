@@ -10,8 +10,9 @@ import torch
 
 from helpers import models
 from helpers.runtime import memory
+from helpers.training import fallback
+from helpers.training.config import resolve_config
 from helpers.training.runrecord import RunRecord
-from helpers.training.trainer import resolve_config
 
 CUDA = torch.cuda.is_available()
 
@@ -40,7 +41,7 @@ def shape(rungs):
 # -- the ladder --------------------------------------------------------------------------------
 def test_ladder_for_qwen3_32b_shortens_then_shrinks_batch_then_lighter_models():
     choice, cfg = setup(batch_size=2, grad_accum=4)
-    rungs = memory.ladder(choice, cfg)
+    rungs = fallback.ladder(choice, cfg)
     assert shape(rungs) == [
         ("asked", "qwen3-32b", "qwen3-32b", 1024, 2, 4),
         ("max_seq_length", "qwen3-32b", "qwen3-32b", 768, 2, 4),
@@ -70,7 +71,7 @@ def test_ladder_for_qwen3_32b_shortens_then_shrinks_batch_then_lighter_models():
 
 def test_ladder_without_a_batch_to_shrink_and_explicit_settings_carry_over():
     choice, cfg = setup(epochs=5, seed=7)          # qwen3-32b defaults: batch 1 x 8 already
-    rungs = memory.ladder(choice, cfg)
+    rungs = fallback.ladder(choice, cfg)
     assert [r.kind for r in rungs] == ["asked", "max_seq_length", "max_seq_length", "model", "model"]
     for r in rungs[3:]:                             # explicit epochs/seed follow the lighter models
         assert (r.cfg.epochs, r.cfg.seed) == (5, 7)
@@ -79,7 +80,7 @@ def test_ladder_without_a_batch_to_shrink_and_explicit_settings_carry_over():
 
 def test_ladder_never_goes_below_256_nor_below_what_the_data_needs():
     choice, cfg = setup("qwen2.5-3b")               # 512, batch 4 x 1, 16-bit, no fallbacks
-    rungs = memory.ladder(choice, cfg)
+    rungs = fallback.ladder(choice, cfg)
     assert [(r.kind, r.cfg.max_seq_length) for r in rungs] == [
         ("asked", 512), ("max_seq_length", 384), ("max_seq_length", 256), ("batch_size", 256),
         ("load_in_4bit", 256)]
@@ -87,19 +88,19 @@ def test_ladder_never_goes_below_256_nor_below_what_the_data_needs():
     assert rungs[4].cfg.load_in_4bit and rungs[4].parameters["load_in_4bit"] is True
 
     choice, cfg = setup("qwen3-32b")
-    lengths = [r.cfg.max_seq_length for r in memory.ladder(choice, cfg, min_seq_length=600)
+    lengths = [r.cfg.max_seq_length for r in fallback.ladder(choice, cfg, min_seq_length=600)
                if r.kind == "max_seq_length"]
     assert lengths == [768, 600]                    # down to the data's need, not to 512
-    rungs = memory.ladder(choice, cfg, min_seq_length=1024)
+    rungs = fallback.ladder(choice, cfg, min_seq_length=1024)
     assert "max_seq_length" not in [r.kind for r in rungs]
     choice, cfg = setup("gpt-oss-20b")
-    assert [r.cfg.max_seq_length for r in memory.ladder(choice, cfg)] == [2048, 1536, 1024]
+    assert [r.cfg.max_seq_length for r in fallback.ladder(choice, cfg)] == [2048, 1536, 1024]
 
 
 def test_smoke_ladder_has_the_same_shape_over_the_stand_in():
     choice, cfg = setup(smoke=True, batch_size=2, grad_accum=4)
-    real = memory.ladder(*setup(batch_size=2, grad_accum=4))
-    rungs = memory.ladder(choice, cfg)
+    real = fallback.ladder(*setup(batch_size=2, grad_accum=4))
+    rungs = fallback.ladder(choice, cfg)
     assert [r.kind for r in rungs] == [r.kind for r in real]
     assert [r.choice.requested.name for r in rungs] == [r.choice.requested.name for r in real]
     assert {r.choice.profile.name for r in rungs} == {"tiny-qwen3"}
@@ -111,7 +112,7 @@ def test_smoke_ladder_has_the_same_shape_over_the_stand_in():
 def test_ladder_wants_a_train_config():
     choice, _ = setup()
     with pytest.raises(TypeError, match="TrainConfig.*resolve_config"):
-        memory.ladder(choice, {"max_seq_length": 1024})
+        fallback.ladder(choice, {"max_seq_length": 1024})
 
 
 # -- running down the ladder -------------------------------------------------------------------
@@ -136,7 +137,7 @@ def test_out_of_memory_at_load_train_and_evaluation_moves_down_the_ladder(tmp_pa
                                  2: ("evaluate", oom("torch"))})
     seen, cleaned = [], []
     record = RunRecord(tmp_path / "run")
-    out = memory.run_with_fallback(choice, cfg, attempt, on_step=seen.append, record=record,
+    out = fallback.run_with_fallback(choice, cfg, attempt, on_step=seen.append, record=record,
                                    cleanup=lambda: cleaned.append(1))
     assert out.result == {"recall": 0.9, "model": "qwen3-32b"}
     assert out.rung.index == 3 and out.rung.kind == "batch_size" and out.fell_back
@@ -150,7 +151,7 @@ def test_out_of_memory_at_load_train_and_evaluation_moves_down_the_ladder(tmp_pa
     assert seen == out.events
     saved = json.loads(record.path.read_text())
     assert saved["fallbacks"] == json.loads(json.dumps(out.events))
-    assert "batch_size 2 -> 1" in memory.format_event(out.events[2])
+    assert "batch_size 2 -> 1" in fallback.format_event(out.events[2])
 
 
 def test_stage_comes_from_the_run_record_phase_and_status_is_restored(tmp_path):
@@ -163,7 +164,7 @@ def test_stage_comes_from_the_run_record_phase_and_status_is_restored(tmp_path):
                 raise oom("runtime")
         return "ok"
 
-    out = memory.run_with_fallback(choice, cfg, attempt, record=record)
+    out = fallback.run_with_fallback(choice, cfg, attempt, record=record)
     assert out.result == "ok" and out.rung.index == 1
     saved = json.loads(record.path.read_text())
     assert saved["fallbacks"][0]["stage"] == "load_model"
@@ -184,7 +185,7 @@ def test_the_failed_attempts_model_is_released_before_the_next_rung():
             raise oom()
         return [r() is None for r in refs[:-1]]
 
-    out = memory.run_with_fallback(*setup(), attempt)
+    out = fallback.run_with_fallback(*setup(), attempt)
     assert out.result == [True]
 
 
@@ -192,8 +193,8 @@ def test_automatic_false_stops_and_names_the_next_rungs_and_their_parameters(tmp
     choice, cfg = setup(batch_size=2, grad_accum=4)
     attempt, calls = failing_at({0: ("train", oom())})
     record = RunRecord(tmp_path / "run")
-    with pytest.raises(memory.FallbackStoppedError) as e:
-        memory.run_with_fallback(choice, cfg, attempt, automatic=False, record=record)
+    with pytest.raises(fallback.FallbackStoppedError) as e:
+        fallback.run_with_fallback(choice, cfg, attempt, automatic=False, record=record)
     msg = str(e.value)
     assert len(calls) == 1
     assert "automatic=False" in msg and "during train" in msg
@@ -211,23 +212,23 @@ def test_unrelated_errors_propagate_unchanged():
     boom = ValueError("labels are all -100 in example 3")
     attempt, calls = failing_at({0: ("train", boom)})
     with pytest.raises(ValueError) as e:
-        memory.run_with_fallback(*setup(), attempt)
+        fallback.run_with_fallback(*setup(), attempt)
     assert e.value is boom and len(calls) == 1
     # also after a fallback
     attempt, calls = failing_at({0: ("load", oom()), 1: ("train", KeyError("input_ids"))})
     with pytest.raises(KeyError):
-        memory.run_with_fallback(*setup(), attempt)
+        fallback.run_with_fallback(*setup(), attempt)
     assert len(calls) == 2
 
 
 def test_when_every_rung_runs_out_of_memory_the_error_lists_every_attempt():
     choice, cfg = setup(batch_size=2, grad_accum=4)
-    rungs = memory.ladder(choice, cfg)
+    rungs = fallback.ladder(choice, cfg)
     attempt, calls = failing_at({i: (["load", "train", "evaluate"][i % 3], oom(["torch", "runtime"][i % 2]))
                                  for i in range(len(rungs))})
     seen = []
-    with pytest.raises(memory.FallbackExhaustedError) as e:
-        memory.run_with_fallback(choice, cfg, attempt, on_step=seen.append)
+    with pytest.raises(fallback.FallbackExhaustedError) as e:
+        fallback.run_with_fallback(choice, cfg, attempt, on_step=seen.append)
     msg = str(e.value)
     assert len(calls) == len(rungs) == 6 and len(seen) == 6 and len(e.value.events) == 6
     for r in rungs:
@@ -239,12 +240,12 @@ def test_when_every_rung_runs_out_of_memory_the_error_lists_every_attempt():
 
 def test_given_rungs_are_used_and_an_empty_list_is_an_error():
     choice, cfg = setup()
-    rungs = memory.ladder(choice, cfg)[3:]
+    rungs = fallback.ladder(choice, cfg)[3:]
     attempt, calls = failing_at({})
-    out = memory.run_with_fallback(choice, cfg, attempt, rungs=rungs)
+    out = fallback.run_with_fallback(choice, cfg, attempt, rungs=rungs)
     assert out.rung is rungs[0] and out.events == [] and out.attempts == 1 and len(calls) == 1
     with pytest.raises(ValueError, match="rungs is empty"):
-        memory.run_with_fallback(choice, cfg, attempt, rungs=[])
+        fallback.run_with_fallback(choice, cfg, attempt, rungs=[])
 
 
 # -- recognising out-of-memory -----------------------------------------------------------------
@@ -281,7 +282,7 @@ def _wrapped(explicit):
     RuntimeError("CUDA error: an illegal memory access was encountered"),
     RuntimeError("expected scalar type Float but found Half"),
     KeyError("memory"),
-    memory.FallbackStoppedError("ran out of GPU memory (CUDA out of memory)"),
+    fallback.FallbackStoppedError("ran out of GPU memory (CUDA out of memory)"),
     KeyboardInterrupt(),
     None,
 ], ids=repr)

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from helpers import models
+from helpers.runtime.loading import load_model
 from helpers.training import masks as templates
-from helpers.training.trainer import add_lora, load_model, resolve_config, train
+from helpers.training.config import resolve_config
+from helpers.training.trainer import add_lora, train
 
 HERE = Path(__file__).parent
 

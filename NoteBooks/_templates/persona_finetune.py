@@ -53,7 +53,8 @@ from helpers.pipeline import finetune
 from helpers.runtime import memory
 from helpers.notebooks import setup as notebook
 from helpers.data import persona as personas
-from helpers.training import trainer as train
+from helpers.runtime import loading
+from helpers.training import fallback as ladder  # the out-of-memory ladder (`fallback` is a parameter)
 
 notebook.setup()
 notebook.environment()
@@ -106,10 +107,10 @@ notebook.preview_data(dataset, 3)
 # run steps down a ladder (shorter sequences, batch 1, then lighter models) and says so.
 
 # %%
-print(memory.preload_check(run.choice, run.cfg.load_in_4bit, backend=train.select_backend(run.cfg.backend)).message)
+print(memory.preload_check(run.choice, run.cfg.load_in_4bit, backend=loading.select_backend(run.cfg.backend)).message)
 before = memory.memory_snapshot()
 outcome = run.train_with_fallback((), persona.questions, automatic=fallback,
-                                  on_step=lambda e: print(memory.format_event(e)))
+                                  on_step=lambda e: print(ladder.format_event(e)))
 print(memory.format_snapshot(memory.memory_snapshot(), before))
 print(f"Trained: {outcome.rung.describe()}; {outcome.result.steps} steps in "
       f"{outcome.result.train_seconds:.0f} s, final loss {outcome.result.final_loss:.3f}")

@@ -18,6 +18,7 @@ from helpers.data import recipes
 from helpers.core.paths import ROOT
 from helpers.books.passage import Passage
 from helpers.data.persona import BOOK_SUFFIXES, Persona, has_books  # noqa: F401  (BOOK_SUFFIXES: re-export)
+from helpers.runtime.loading import load_model, load_tokenizer  # noqa: F401  (load_tokenizer: re-export)
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +63,6 @@ def passages_table(passages: Sequence[Passage], n: int = 5, chars: int = 300):
                           "chapter": p.chapter, "words": p.words,
                           "text": p.text[:chars] + ("..." if len(p.text) > chars else "")}
                          for p in passages[:n]])
-
-
-def load_tokenizer(model: str, smoke: bool | None = None):
-    """The tokenizer of ``model`` (its stand-in's in smoke mode), for length reports."""
-    from transformers import AutoTokenizer
-    choice = models.choose(model, smoke)
-    if choice.profile.is_standin and choice.profile.name in models.REGISTRY:
-        from helpers.models import standins  # the tokenizer does not depend on pre-training
-        return AutoTokenizer.from_pretrained(standins.ensure(choice.profile.name, pretrain_steps=0)), choice
-    return AutoTokenizer.from_pretrained(choice.source()), choice
 
 
 @dataclass
@@ -145,7 +136,6 @@ def local_question_model(source: str, model: str, smoke: bool | None):
     else ``None``."""
     if source != "local":
         return None
-    from helpers.training.trainer import load_model
     return load_model(models.choose(model, smoke), backend="transformers")
 
 

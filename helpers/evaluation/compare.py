@@ -244,7 +244,7 @@ def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | N
     """Load, generate, score and free one variant; returns its plain-data result."""
     from helpers.runtime import memory
     from helpers.models.generate import answer
-    from helpers.training.trainer import load_model
+    from helpers.runtime.loading import load_model
     choice = models.choose(variant.model, variant.smoke)
     seconds: dict[str, float] = {}
     t0 = time.time()

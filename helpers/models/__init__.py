@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers.models import standins
+from helpers.models.families import FAMILIES  # noqa: F401  (re-export)
+from helpers.models.families import MODEL_TYPE_TO_FAMILY as _MODEL_TYPE_TO_FAMILY
+from helpers.models.families import TEMPLATE_KWARGS as _TEMPLATE_KWARGS
+
 log = logging.getLogger(__name__)
 
 SMOKE_ENV = "FINETUNING_SMOKE"
-FAMILIES = ("gpt-oss", "qwen3", "qwen2.5")
 
 
 class UnknownModelError(ValueError):
@@ -130,13 +134,6 @@ _QWEN25_CHAT = InferenceDefaults(temperature=0.7, top_p=0.8, top_k=20, repetitio
 _GPT_OSS_CHAT = InferenceDefaults(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=512,
                                   template_kwargs={"reasoning_effort": "low"})
 
-_TEMPLATE_KWARGS = {
-    "qwen3": {"enable_thinking": False},
-    "gpt-oss": {"reasoning_effort": "low"},
-    "qwen2.5": {},
-}
-
-
 def _profile(**kw) -> ModelProfile:
     kw.setdefault("template_kwargs", dict(_TEMPLATE_KWARGS[kw["family"]]))
     return ModelProfile(**kw)
@@ -234,8 +231,6 @@ _STANDINS = [
 
 REGISTRY: dict[str, ModelProfile] = {p.name: p for p in _REAL + _STANDINS}
 STANDIN_BY_FAMILY = {p.family: p.name for p in _STANDINS}
-_MODEL_TYPE_TO_FAMILY = {"qwen2": "qwen2.5", "qwen3": "qwen3", "qwen3_moe": "qwen3",
-                         "gpt_oss": "gpt-oss"}
 
 
 def known_models() -> list[str]:
@@ -316,7 +311,6 @@ class ModelChoice:
         transformers would get wrong (:class:`UnsupportedLoadError`)."""
         p = self.profile
         if p.is_standin and p.name in REGISTRY:
-            from helpers.models import standins
             return str(standins.ensure(p.name))
         if p.hub_id and Path(p.hub_id).is_dir():
             return p.hub_id
@@ -364,10 +358,3 @@ def require_gpu(choice: ModelChoice) -> None:
         "--to notebook --execute NOTEBOOK), or pass the papermill parameter "
         "`-p smoke True`.")
 
-
-def load(choice: ModelChoice, *, backend: str = "auto", adapter: str | os.PathLike | None = None,
-         max_seq_length: int | None = None, load_in_4bit: bool | None = None):
-    """Load ``(model, tokenizer)`` for inference or training; see :func:`helpers.train.load_model`."""
-    from helpers.training.trainer import load_model
-    return load_model(choice, backend=backend, adapter=adapter, max_seq_length=max_seq_length,
-                      load_in_4bit=load_in_4bit)

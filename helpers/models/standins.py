@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from helpers.models.families import TEMPLATE_KWARGS
+
 log = logging.getLogger(__name__)
 
 BUILDER_VERSION = "3"
@@ -293,5 +295,5 @@ def _pretrain(model, tokenizer, spec: StandinSpec, steps: int) -> None:
 
 
 def _pretrain_template_kwargs(family: str) -> dict:
-    from helpers.models import REGISTRY, STANDIN_BY_FAMILY
-    return dict(REGISTRY[STANDIN_BY_FAMILY[family]].template_kwargs)
+    """The family's template options: the ones its stand-in's profile renders with."""
+    return dict(TEMPLATE_KWARGS[family])

@@ -71,7 +71,7 @@ def setup(level: int = logging.INFO) -> Path:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from helpers.training.trainer import import_unsloth_first
+    from helpers.runtime.loading import import_unsloth_first
     import_unsloth_first()  # before the transformers import below (and the notebook's own)
     root = logging.getLogger()
     if not any(getattr(h, "_finetuning", False) for h in root.handlers):

@@ -41,7 +41,7 @@ def _answers_here() -> bool:
     alone; under FSDP/DeepSpeed none (each process holds a shard of the weights, so generating
     on one would wait for the others forever). Ask afterwards in one process with
     ``--skip-training``."""
-    from helpers.training.trainer import distributed
+    from helpers.runtime.distributed import distributed
     dist = distributed()
     return not dist.active or (dist.is_main and not dist.shards_weights)
 
@@ -81,7 +81,8 @@ class FineTuneRun:
         unknown model or setting before any work. ``thinking=True`` renders the training data
         with the template's thinking mode on (needed for examples with ``reasoning`` on Qwen3).
         In a multi-process run only the main process writes run.json."""
-        from helpers.training.trainer import distributed, resolve_config
+        from helpers.runtime.distributed import distributed
+        from helpers.training.config import resolve_config
         choice = models.choose(model, smoke)
         cfg = resolve_config(choice.profile, **train_overrides)
         out = Path(output_dir) if output_dir else default_output_dir(name, choice)
@@ -105,7 +106,7 @@ class FineTuneRun:
     def load_model(self, adapter=None):
         """Load the base model (and ``adapter`` if given); stops here without a GPU unless in
         smoke mode."""
-        from helpers.training.trainer import import_unsloth_first, load_model, select_backend
+        from helpers.runtime.loading import import_unsloth_first, load_model, select_backend
         import_unsloth_first(self.cfg.backend)  # before transformers, or Unsloth patches it late
         import transformers
         transformers.set_seed(self.cfg.seed)
@@ -240,9 +241,10 @@ class FineTuneRun:
                             automatic: bool = True, on_step=None, live_plot: bool = True,
                             min_seq_length: int | None = None):
         """Load, ask the base model, train and evaluate; on out-of-memory at any of these (loading
-        included), go down :func:`helpers.memory.ladder`: shorter sequences, batch 1, lighter
-        models. Returns :class:`helpers.memory.FallbackResult`."""
+        included), go down :func:`helpers.training.fallback.ladder`: shorter sequences, batch 1, lighter
+        models. Returns :class:`helpers.training.fallback.FallbackResult`."""
         from helpers.runtime import memory
+        from helpers.training import fallback
 
         def attempt(rung):
             self.use(rung.choice, rung.cfg)
@@ -264,9 +266,9 @@ class FineTuneRun:
                     self.fact_recall(probes, label="tuned")
             return result
 
-        return memory.run_with_fallback(self.choice, self.cfg, attempt, automatic=automatic,
-                                        on_step=on_step, record=self.record, cleanup=self.free,
-                                        min_seq_length=min_seq_length)
+        return fallback.run_with_fallback(self.choice, self.cfg, attempt, automatic=automatic,
+                                          on_step=on_step, record=self.record, cleanup=self.free,
+                                          min_seq_length=min_seq_length)
 
 
 def export_table(run: FineTuneRun, formats: Sequence[str], question: str):
@@ -350,7 +352,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from helpers.training.trainer import DistributedError, distributed
+    from helpers.runtime.distributed import DistributedError, distributed
     args = _parser().parse_args(argv)
     dist = distributed()  # accelerate launch: one of several processes
     tag = f"[rank {dist.rank}/{dist.world_size}] " if dist.active else ""
@@ -381,13 +383,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if probes:
                 run.fact_recall(probes, label="tuned")
         else:
-            from helpers.runtime import memory
+            from helpers.training import fallback
             run.load_data(args.data)
             ask_base = not args.skip_original
             outcome = run.train_with_fallback(
                 probes if ask_base else (), questions if ask_base else (),
                 automatic=not args.no_fallback and not dist.active, live_plot=False,
-                on_step=lambda e: print(memory.format_event(e)))
+                on_step=lambda e: print(fallback.format_event(e)))
             result = outcome.result
             stats = run.record.data["data"]
             print(f"Mask check: {stats['trained_tokens']} of {stats['tokens']} tokens trained "

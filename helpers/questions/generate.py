@@ -151,7 +151,7 @@ def generate_questions(
     if source == "local" and (not isinstance(local_model, (tuple, list))
                               or len(local_model) not in (2, 3)):
         raise QAConfigError("source='local' needs local_model=(model, tokenizer) (or "
-                            "(model, tokenizer, profile)), e.g. from helpers.models.load().")
+                            "(model, tokenizer, profile)), e.g. from helpers.runtime.loading.load_model().")
     if (source == "anthropic" and budget_usd is not None
             and prices_for(model, price_per_mtok) is None):
         raise QAConfigError(f"No list price known for model {model!r}, so budget_usd cannot be "

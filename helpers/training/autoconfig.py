@@ -4,7 +4,7 @@ and say why for each.
 
 The choices are rules of thumb anchored on the profile's VRAM estimates for the backend that will
 run (peak LoRA training at its default sequence length and batch; ``ModelProfile.vram_gb``);
-:mod:`helpers.memory`'s fallback ladder still catches what they get wrong.
+:mod:`helpers.training.fallback`'s ladder still catches what they get wrong.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from helpers import data as data_mod
+from helpers.data import recipes
 from helpers.models import ModelProfile, get_profile
+from helpers.runtime import loading, memory
 
 FIT_MARGIN = 1.10       # need this much more than the estimate before calling it a fit
 TIGHT_HEADROOM = 0.25   # less spare memory than this (share of the need): checkpointing on
@@ -144,13 +147,8 @@ def suggest(model: str, data_path, *, smoke: bool | None = None, explicit: dict[
     resolve it (:func:`helpers.train.select_backend`) to pick that backend's memory estimates.
     Returns the choice (print it: every setting with its reason) and the settings to train with,
     where the ``explicit`` values (notebook parameters; None = not given) win."""
-    from helpers import data as data_mod
-    from helpers.runtime import memory
-    from helpers.data import recipes
-    from helpers.data.prep import load_tokenizer
-    from helpers.training.trainer import select_backend
-    runs_on = select_backend(backend or "auto")
-    tokenizer, choice = load_tokenizer(model, smoke)
+    runs_on = loading.select_backend(backend or "auto")
+    tokenizer, choice = loading.load_tokenizer(model, smoke)
     convs = data_mod.load(data_path, allow_duplicates=True).conversations
     kwargs = choice.profile.template_kwargs if template_kwargs is None else template_kwargs
     report = recipes.length_report(tokenizer, convs, **kwargs)
