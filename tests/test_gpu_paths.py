@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from helpers import export, models
+from helpers.export import unsloth_gguf
+from helpers.export.verify import load_dtype
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +70,8 @@ class FakeUnsloth:
         pkg.FastLanguageModel = types.SimpleNamespace(from_pretrained=self.from_pretrained)
         monkeypatch.setitem(sys.modules, "unsloth", pkg)
         monkeypatch.setitem(sys.modules, "unsloth.save", save)
-        monkeypatch.setattr(export, "_unsloth_usable", lambda: True)
+        monkeypatch.setattr(export, "unsloth_usable", lambda: True)       # export_gguf's choice
+        monkeypatch.setattr(unsloth_gguf, "unsloth_usable", lambda: True)  # the saver's own check
 
     def save_to_gguf(self, model_name, model_type, model_dtype, is_sentencepiece=False,
                      model_directory="unsloth_finetuned_model", quantization_method="fast_quantized",
@@ -378,7 +381,7 @@ def test_an_emulating_gpu_is_not_given_bf16(pre_ampere):
     from helpers.runtime import loading
     assert loading._device_dtype() is torch.float16
     assert loading.bf16_supported() is False
-    assert export._load_dtype("cuda") is torch.float16 and export._load_dtype("cpu") is torch.float32
+    assert load_dtype("cuda") is torch.float16 and load_dtype("cpu") is torch.float32
     assert pre_ampere and not any(pre_ampere)        # always asked without emulation
 
 
@@ -388,7 +391,7 @@ def test_an_ampere_gpu_gets_bf16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert loading.bf16_supported() is True and loading._device_dtype() is torch.bfloat16
-    assert export._load_dtype("cuda") is torch.bfloat16
+    assert load_dtype("cuda") is torch.bfloat16
 
 
 @pytest.fixture
