@@ -7,7 +7,7 @@
 PY := .venv/bin/python
 GPU_LIBS_VENV := .venv-gpu-libs
 
-.PHONY: demo test setup notebooks clean-outputs bench sweep lock check-locks test-gpu-libs gpu-check
+.PHONY: demo test test-fast lint setup notebooks clean-outputs bench sweep lock check-locks test-gpu-libs gpu-check
 
 setup:
 	@bash scripts/setup_venv.sh
@@ -17,6 +17,15 @@ demo: setup
 
 test: setup
 	@$(PY) -m pytest -q --durations=25 tests
+
+# The fast lane: every test but the end-to-end ones in tests/e2e (notebook runs, sweeps,
+# multi-process and long training); a few minutes once the stand-ins are cached
+test-fast: setup
+	@$(PY) -m pytest -q --durations=10 tests --ignore=tests/e2e
+
+# ruff: pyflakes, pycodestyle errors, import order, no print() in library code (pyproject.toml)
+lint: setup
+	@$(PY) -m ruff check .
 
 # The tests on a CPU with the library versions GPU users get (locks/gpu.txt's transformers, trl,
 # datasets, peft and accelerate; torch stays the CPU build), in their own environment.

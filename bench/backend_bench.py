@@ -29,6 +29,7 @@ def build_model(folder: Path) -> Path:
     """A random-weight Qwen3 model with the stand-in's tokenizer and chat template."""
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
     from helpers.models import standins
     torch.manual_seed(0)
     model = Qwen3ForCausalLM(Qwen3Config(**QWEN3_SHAPE)).to(torch.bfloat16)
@@ -42,6 +43,7 @@ def worker(backend: str, folder: str, steps: int, seq: int, batch: int, four_bit
     if backend == "unsloth":
         import unsloth  # noqa: F401  (before transformers)
     import torch
+
     from helpers import models
     from helpers.runtime.loading import load_model
     from helpers.training.config import resolve_config

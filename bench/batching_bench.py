@@ -12,9 +12,9 @@ import logging
 import tempfile
 
 from helpers import data, models
-from helpers.training import masks as templates
 from helpers.notebooks.setup import ROOT
 from helpers.runtime.loading import load_model
+from helpers.training import masks as templates
 from helpers.training.config import resolve_config
 from helpers.training.trainer import add_lora, train
 

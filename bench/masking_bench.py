@@ -12,10 +12,9 @@ import time
 from transformers import AutoTokenizer
 
 from helpers import data
-from helpers.models import standins
-from helpers.training import masks as templates
-from helpers.models import REGISTRY
+from helpers.models import REGISTRY, standins
 from helpers.notebooks.setup import ROOT
+from helpers.training import masks as templates
 
 
 def rate(fn, items, repeat: int = 3) -> float:

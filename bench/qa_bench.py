@@ -1,6 +1,6 @@
 """How close question generation gets to the ideal wall time, on the fake Messages API.
 
-The fake server (tests/fake_anthropic.py) runs in its own process and answers every request
+The fake server (tests/support/fake_anthropic.py) runs in its own process and answers every request
 after a fixed latency. For each concurrency the bench times ``helpers.qa.generate_questions`` on
 N passages from an empty cache and compares it with the ideal ``N x latency / concurrency``;
 beside it, the same number of bare ``client.messages.create`` calls from a thread pool (the SDK
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 import anthropic  # noqa: E402
 
-from helpers.questions import generate as qa  # noqa: E402
 from helpers.books.passage import Passage  # noqa: E402
+from helpers.questions import generate as qa  # noqa: E402
 
 
 def passages(n: int) -> list[Passage]:
@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
     args = ap.parse_args()
 
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests/fake_anthropic.py"),
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests/support/fake_anthropic.py"),
                                "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().split()[1]

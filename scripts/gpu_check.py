@@ -31,7 +31,7 @@ for the whole process; the parent imports nothing heavier than torch):
    load_in_4bit=True)``, ``resolve_config``, ``add_lora``, ``train``) on the first Mariya rows
    (NoteBooks/Mariya/mariya.jsonl, tokenized by ``templates.tokenize_dataset``): load seconds,
    tokens/s, peak VRAM after loading and while training (``max_memory_allocated``, reset in
-   between), final loss, and the label check of tests/label_capture.py (a forward pre-hook
+   between), final loss, and the label check of tests/support/label_capture.py (a forward pre-hook
    records the labels the model really receives; they must equal our masks).
 4. ``ladder``: the out-of-memory ladder (``fallback.ladder`` + ``fallback.run_with_fallback``, what
    ``FineTuneRun.train_with_fallback`` runs) under ``--ladder-cap-gb`` (default 24). NOT the
@@ -318,7 +318,7 @@ def _rows(tok, profile, max_seq: int, n: int):
 
 
 def _label_hook(model):
-    """tests/label_capture.py's hook: every (input_ids, labels, mask) the model's forward gets
+    """tests/support/label_capture.py's hook: every (input_ids, labels, mask) the model's forward gets
     while training."""
     seen: list = []
 

@@ -47,8 +47,8 @@ smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 
 # %%
 from helpers import data as data_io
-from helpers.pipeline import finetune
 from helpers.notebooks import setup as notebook
+from helpers.pipeline import finetune
 
 notebook.setup()
 notebook.environment()

@@ -20,6 +20,7 @@ import os
 import threading
 from pathlib import Path
 from typing import Any, Iterable
+
 from helpers.core.files import write_json
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from helpers.claude.cache import QACache
-from helpers.claude.client import (ClaudeConfigError, ClaudeError, MalformedReply,
-                                   client_for, redact)  # noqa: F401  (client_for: old qa_api name)
+from helpers.claude.client import (
+    ClaudeConfigError,
+    ClaudeError,
+    MalformedReply,
+    client_for,  # noqa: F401  (client_for: old qa_api name)
+    redact,
+)
 
 log = logging.getLogger(__name__)
 

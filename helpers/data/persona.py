@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.models import smoke_mode
 from helpers.core.paths import ROOT
+from helpers.models import smoke_mode
 
 #: file types read as books (helpers.pdf.load_corpus)
 BOOK_SUFFIXES = (".pdf", ".epub", ".txt", ".md", ".markdown")

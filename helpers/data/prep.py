@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from helpers import models
-from helpers.data import recipes
-from helpers.core.paths import ROOT
 from helpers.books.passage import Passage
+from helpers.core.paths import ROOT
+from helpers.data import recipes
 from helpers.data.persona import BOOK_SUFFIXES, Persona, has_books  # noqa: F401  (BOOK_SUFFIXES: re-export)
 from helpers.runtime.loading import load_model, load_tokenizer  # noqa: F401  (load_tokenizer: re-export)
 
@@ -142,6 +142,7 @@ def local_question_model(source: str, model: str, smoke: bool | None):
 def length_reports(sets: TrainingSets, tokenizer, template_kwargs: dict | None = None):
     """The token-length report of the V1 and V2 sets, one row each."""
     import pandas as pd
+
     from helpers import data
     rows = []
     for name in ("v1", "v2"):

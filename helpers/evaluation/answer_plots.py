@@ -11,8 +11,16 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.evaluation.plot_common import (_PER_PROMPT_COLUMNS, _figure, _label_size, _note,
-                                            _require, _split_variant, base_colors, variants)
+from helpers.evaluation.plot_common import (
+    _PER_PROMPT_COLUMNS,
+    _figure,
+    _label_size,
+    _note,
+    _require,
+    _split_variant,
+    base_colors,
+    variants,
+)
 
 _EMPTY_COLOR = "#d62728"
 

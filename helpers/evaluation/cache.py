@@ -22,6 +22,7 @@ import pickle
 import re
 from pathlib import Path
 from typing import Any, Iterable
+
 from helpers.core.files import write_atomic
 
 log = logging.getLogger(__name__)

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from helpers import models
+from helpers.core.paths import ROOT
 from helpers.evaluation import cache as compare_cache
 from helpers.evaluation import metrics
-from helpers.core.paths import ROOT
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +242,8 @@ def _plain(x: Any) -> Any:
 def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | None,
              settings: Settings, texts: Texts, index: "metrics.MemorisationIndex") -> dict[str, Any]:
     """Load, generate, score and free one variant; returns its plain-data result."""
-    from helpers.runtime import memory
     from helpers.models.generate import answer
+    from helpers.runtime import memory
     from helpers.runtime.loading import load_model
     choice = models.choose(variant.model, variant.smoke)
     seconds: dict[str, float] = {}
@@ -366,7 +366,6 @@ class Comparison:
 
     def table(self):
         """The summary as one row per variant: value [low, high]."""
-        import pandas as pd
         s = self.summary()
         if s.empty:
             return s

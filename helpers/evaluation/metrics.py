@@ -28,10 +28,8 @@ import numpy as np
 from helpers.evaluation.intervals import bootstrap_ci
 from helpers.evaluation.memorisation import MemorisationIndex, memorisation
 from helpers.evaluation.perplexity import _windows, heldout_nll  # noqa: F401
-from helpers.evaluation.style import (_DeltaPool, _mattr, TTR_WINDOW,  # noqa: F401
-                                      burrows_delta, stylometry, tfidf_similarity)
-from helpers.evaluation.text import (_FUNCTION_SET, FUNCTION_WORDS, NAN,  # noqa: F401
-                                     sentences, words)
+from helpers.evaluation.style import TTR_WINDOW, _DeltaPool, _mattr, burrows_delta, stylometry, tfidf_similarity  # noqa: F401
+from helpers.evaluation.text import _FUNCTION_SET, FUNCTION_WORDS, NAN, sentences, words  # noqa: F401
 
 
 def answer_stats(answers: Sequence[str]) -> dict:

@@ -21,9 +21,14 @@ variants, colours), ``summary_plots`` (:func:`grouped_bars`, :func:`radar`, :fun
 ``deltas`` (:func:`delta_table`, :func:`format_delta_table`).
 """
 
-from helpers.evaluation.answer_plots import (keyword_heatmap, prompt_lengths,  # noqa: F401
-                                             word_clouds, word_counts)
+from helpers.evaluation.answer_plots import keyword_heatmap, prompt_lengths, word_clouds, word_counts  # noqa: F401
 from helpers.evaluation.deltas import delta_table, format_delta_table  # noqa: F401
-from helpers.evaluation.plot_common import (LOWER_IS_BETTER, VERSION_ORDER,  # noqa: F401
-                                            base_color, base_colors, variant_color, variants)
+from helpers.evaluation.plot_common import (  # noqa: F401
+                                             LOWER_IS_BETTER,
+                                             VERSION_ORDER,
+                                             base_color,
+                                             base_colors,
+                                             variant_color,
+                                             variants,
+)
 from helpers.evaluation.summary_plots import grouped_bars, progression, radar, radar_values  # noqa: F401

@@ -10,10 +10,20 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.evaluation.plot_common import (_SUMMARY_COLUMNS, LOWER_IS_BETTER, VERSION_ORDER,
-                                            _check_metrics, _direction, _figure, _label_size,
-                                            _require, _version_rank, _yerr, variant_color,
-                                            variants)
+from helpers.evaluation.plot_common import (
+    _SUMMARY_COLUMNS,
+    LOWER_IS_BETTER,
+    VERSION_ORDER,
+    _check_metrics,
+    _direction,
+    _figure,
+    _label_size,
+    _require,
+    _version_rank,
+    _yerr,
+    variant_color,
+    variants,
+)
 
 log = logging.getLogger(__name__)
 

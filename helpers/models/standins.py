@@ -173,8 +173,7 @@ def _lock(path: Path):
 
 def build_tokenizer(spec: StandinSpec, out_dir: Path):
     """Train the stand-in's BPE tokenizer and save it with its chat template; returns it reloaded."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
-    from tokenizers import pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     paragraphs, chats = _corpus()

@@ -19,11 +19,11 @@ import sys
 import time
 
 from helpers import models
-from helpers.evaluation import compare
 from helpers.data import persona as personas
-from helpers.pipeline.finetune import default_output_dir
-from helpers.notebooks.setup import ROOT, work_dir
+from helpers.evaluation import compare
 from helpers.notebooks import NOTEBOOKS_DIR, execute
+from helpers.notebooks.setup import ROOT, work_dir
+from helpers.pipeline.finetune import default_output_dir
 
 MARIYA = NOTEBOOKS_DIR / "Mariya" / "Qwen2.5_3B_Mariya_FineTuning.ipynb"
 PERSONA = NOTEBOOKS_DIR / "MarenHolloway"

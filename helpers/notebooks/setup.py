@@ -109,6 +109,7 @@ def setup(level: int = logging.INFO) -> Path:
 def environment():
     """A one-row-per-item table of the machine and package versions."""
     import pandas as pd
+
     from helpers.training.runrecord import hardware, package_versions
     hw = hardware()
     rows: list[tuple[str, Any]] = [("device", hw["device"]), ("CPU cores", hw["cpu_count"]),

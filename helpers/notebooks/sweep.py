@@ -32,13 +32,22 @@ import logging
 import sys
 from typing import Sequence
 
-from helpers.notebooks.sweep_grid import (RESERVED, SweepError, _relative, coerce,  # noqa: F401
-                                          notebook_parameters, parse_assignment, parse_fixed,
-                                          parse_grid, point_id, points, read_grid_file,
-                                          resolve_notebook)
+from helpers.notebooks.sweep_grid import (  # noqa: F401
+    RESERVED,
+    SweepError,
+    _relative,
+    coerce,
+    notebook_parameters,
+    parse_assignment,
+    parse_fixed,
+    parse_grid,
+    point_id,
+    points,
+    read_grid_file,
+    resolve_notebook,
+)
 from helpers.notebooks.sweep_plan import EXECUTED, executed_parameters, finished, plan  # noqa: F401
-from helpers.notebooks.sweep_record import (PREFERRED_METRICS, Sweep, default_root,  # noqa: F401
-                                            load, sweep_folder)
+from helpers.notebooks.sweep_record import PREFERRED_METRICS, Sweep, default_root, load, sweep_folder  # noqa: F401
 from helpers.notebooks.sweep_run import run_sweep
 
 
@@ -61,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                                        "[fixed]; the command line wins over it")
     p.add_argument("--metric", help="the metric in the table's plot (default: fact_recall_tuned "
                                     "when recorded, else eval_loss, else final_loss)")
-    p.add_argument("--root", default=None, help=f"folder that holds the sweeps (default outputs/sweeps)")
+    p.add_argument("--root", default=None, help="folder that holds the sweeps (default outputs/sweeps)")
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun the points that failed earlier with the same parameters")
     p.add_argument("--dry-run", action="store_true", help="list the points and what would run; run nothing")

@@ -10,9 +10,20 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from helpers.notebooks.sweep_grid import (RESERVED, SweepError, _check_names, _fmt, _relative,
-                                          coerce, notebook_parameters, parse_fixed, parse_grid,
-                                          point_id, points, resolve_notebook)
+from helpers.notebooks.sweep_grid import (
+    RESERVED,
+    SweepError,
+    _check_names,
+    _fmt,
+    _relative,
+    coerce,
+    notebook_parameters,
+    parse_fixed,
+    parse_grid,
+    point_id,
+    points,
+    resolve_notebook,
+)
 from helpers.notebooks.sweep_record import Sweep, _now, _read_json, sweep_folder
 
 EXECUTED = "executed.ipynb"

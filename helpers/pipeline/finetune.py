@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 from helpers import data as data_mod
 from helpers import models
-from helpers.training import masks as templates
 from helpers.core.paths import run_dir
+from helpers.training import masks as templates
 from helpers.training.runrecord import RunRecord
 
 log = logging.getLogger(__name__)
@@ -302,6 +302,7 @@ def before_after_table(questions: Sequence[str], before: Sequence[str], after: S
                        key_facts: Sequence[str] | None = None):
     """A pandas DataFrame: question, base answer, tuned answer (and whether each has the fact)."""
     import pandas as pd
+
     from helpers.evaluation.recall import contains_fact
     df = pd.DataFrame({"question": list(questions), "base answer": list(before),
                        "tuned answer": list(after)})

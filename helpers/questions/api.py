@@ -10,8 +10,7 @@ from collections import Counter
 from helpers.books.passage import Passage
 from helpers.claude.cache import QACache, read_sidecar, write_sidecar
 from helpers.claude.client import MalformedReply
-from helpers.claude.requests import (RETRYABLE_BATCH_ERRORS, Ledger, Run, Settings, Task,
-                                     reply_text, run_tasks)
+from helpers.claude.requests import RETRYABLE_BATCH_ERRORS, Ledger, Run, Settings, Task, reply_text, run_tasks
 from helpers.core.clock import now
 from helpers.questions.job import Job, QAResult
 from helpers.questions.prompts import parse_questions, request_tokens

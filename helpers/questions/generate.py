@@ -44,19 +44,24 @@ from typing import Collection, Iterable
 from helpers.books.passage import Passage, text_sha256
 from helpers.books.pdf import load_passages
 from helpers.claude.cache import QACache
-from helpers.claude.client import (DEFAULT_MODEL, NO_KEY_MESSAGE, MalformedReply,  # noqa: F401
-                                   QAConfigError, QAError, client_for)
-from helpers.claude.pricing import (BATCH_DISCOUNT, PRICES_USD_PER_MTOK,  # noqa: F401
-                                    PROMPT_OVERHEAD_TOKENS, cost_usd, prices_for)
+from helpers.claude.client import DEFAULT_MODEL, NO_KEY_MESSAGE, MalformedReply, QAConfigError, QAError, client_for  # noqa: F401
+from helpers.claude.pricing import BATCH_DISCOUNT, PRICES_USD_PER_MTOK, PROMPT_OVERHEAD_TOKENS, cost_usd, prices_for  # noqa: F401
 from helpers.claude.requests import Ledger, Settings, progress_bar
 from helpers.questions.api import run_batch, run_concurrent
-from helpers.questions.job import (Job, QAResult, default_cache_path,  # noqa: F401
-                                   question_key, unique_passages)
+from helpers.questions.job import Job, QAResult, default_cache_path, question_key, unique_passages  # noqa: F401
 from helpers.questions.local import local_name, run_local
-from helpers.questions.prompts import (OUTPUT_TOKENS_PER_QUESTION, PROMPT_VERSION,  # noqa: F401
-                                       SYSTEM_PROMPT, TWO_PASS_ANSWER, TWO_PASS_QUESTIONS,
-                                       TWO_PASS_VERSION, USER_TEMPLATE, build_prompt,
-                                       parse_questions, request_tokens)
+from helpers.questions.prompts import (  # noqa: F401
+    OUTPUT_TOKENS_PER_QUESTION,
+    PROMPT_VERSION,
+    SYSTEM_PROMPT,
+    TWO_PASS_ANSWER,
+    TWO_PASS_QUESTIONS,
+    TWO_PASS_VERSION,
+    USER_TEMPLATE,
+    build_prompt,
+    parse_questions,
+    request_tokens,
+)
 from helpers.questions.rules import RULE_MODEL, rule_questions
 from helpers.questions.two_pass import two_pass  # noqa: F401
 

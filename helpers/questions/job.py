@@ -13,7 +13,6 @@ from helpers.core.clock import now
 from helpers.core.paths import work_dir
 from helpers.questions.prompts import SYSTEM_PROMPT, build_prompt
 
-
 # -- results ----------------------------------------------------------------------------------
 
 @dataclass

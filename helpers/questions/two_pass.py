@@ -15,8 +15,13 @@ from helpers.claude.requests import Ledger, Settings, Task, progress_bar, run_ta
 from helpers.core.clock import now
 from helpers.questions.job import QAResult, default_cache_path
 from helpers.questions.local import local_generate, local_name
-from helpers.questions.prompts import (TWO_PASS_ANSWER, TWO_PASS_QUESTIONS, TWO_PASS_SYSTEM,
-                                       TWO_PASS_VERSION, parse_questions)
+from helpers.questions.prompts import (
+    TWO_PASS_ANSWER,
+    TWO_PASS_QUESTIONS,
+    TWO_PASS_SYSTEM,
+    TWO_PASS_VERSION,
+    parse_questions,
+)
 
 
 def two_pass(text: str, cache_path: str | os.PathLike | None = None, *, n: int = 10,

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
 from helpers.core import clock
 from helpers.core.files import write_json
 

@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from helpers import models
+from helpers.pipeline.finetune import FineTuneRun
 from helpers.runtime import loading, memory
 from helpers.training import fallback
 from helpers.training.config import resolve_config
-from helpers.pipeline.finetune import FineTuneRun
 
 DIST_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
 
@@ -182,8 +182,8 @@ def test_transformers_ladder_for_gpt_oss_has_no_4_bit_rung():
 
 
 def _tiny_checkpoint(folder: Path, tamper: bool) -> Path:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
     from safetensors.torch import load_file, save_file
+    from transformers import Qwen2Config, Qwen2ForCausalLM
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,

@@ -46,6 +46,7 @@ def test_choice_feeds_the_trainer_settings():
 
 def test_suggest_measures_the_data_and_lets_parameters_win(tmp_path):
     import json
+
     from helpers.training.autoconfig import suggest
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(json.dumps({"prompt": f"Question {i}?", "completion": "word " * (10 + i)})
@@ -95,9 +96,9 @@ def test_suggest_sizes_for_the_backend_that_will_run(monkeypatch, tmp_path, back
     import json
 
     from helpers import models
-    from helpers.training import autoconfig
     from helpers.data import prep as dataprep
     from helpers.runtime import loading, memory
+    from helpers.training import autoconfig
     from helpers.training.autoconfig import suggest
     tokenizer, _ = dataprep.load_tokenizer("qwen3-30b-a3b", smoke=True)
     monkeypatch.setattr(loading, "load_tokenizer",

@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers.training import trainer as train_mod
-
-sys.path.insert(0, str(Path(__file__).parent))
-from label_capture import capture  # noqa: E402
+from tests.support.label_capture import capture
 
 
 @pytest.mark.parametrize("family", ["qwen2.5", "qwen3", "gpt-oss"])
@@ -34,9 +32,9 @@ def test_transformers_backend_trains_exactly_our_labels(random_standin, tmp_path
 
 @pytest.mark.skipif(not train_mod.unsloth_available(), reason="Unsloth not installed")
 def test_unsloth_backend_trains_exactly_our_labels(random_standin, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / "label_capture.py"), "unsloth", "qwen3",
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "support" / "label_capture.py"), "unsloth", "qwen3",
          str(random_standin("qwen3")), str(tmp_path)],
         capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from anthropic_fixtures import FAKE_KEY, client, fake, no_credentials  # noqa: F401 (fixtures)
 from helpers.evaluation import judge
+from tests.support.anthropic_fixtures import FAKE_KEY, client, fake, no_credentials  # noqa: F401 (fixtures)
 
 PERSONA = {"persona_name": "Mariya",
            "persona_description": "You are Mariya, keeper of the harbour lamp. Speak plainly."}
@@ -138,7 +138,7 @@ def test_without_a_key_it_says_what_to_do(fake, tmp_path):
 
 
 def test_pairs_errors_name_the_fix():
-    with pytest.raises(judge.JudgeError, match="Add the base model"):
+    with pytest.raises(judge.JudgeError, match="keep each base model"):
         judge.pairs({V1: ANSWERS[V1]}, PROMPTS, {V1: BASE})
     with pytest.raises(judge.JudgeError, match="2 answers for 3 prompts"):
         judge.pairs({**ANSWERS, V2: ANSWERS[V2][:2]}, PROMPTS, AGAINST)

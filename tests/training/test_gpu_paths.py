@@ -23,7 +23,7 @@ from helpers import export, models
 from helpers.export import unsloth_gguf
 from helpers.export.verify import load_dtype
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- d. GGUF through Unsloth ---------------------------------------------------------------------
@@ -177,7 +177,7 @@ def _light_export_all(monkeypatch, tmp_path, model_type="gpt_oss", verify=None, 
 
 
 def test_export_all_keeps_the_other_rows_when_llama_cpp_fails(monkeypatch, tmp_path):
-    fake = FakeUnsloth(monkeypatch, fail="[FAIL] Unsloth: You do not have internet connection!")
+    FakeUnsloth(monkeypatch, fail="[FAIL] Unsloth: You do not have internet connection!")
     result = _light_export_all(monkeypatch, tmp_path)
     assert [r["status"] for r in result.values()] == ["ok", "ok", "failed"]
     assert result["adapter"]["answer"] == "answer from adapter"
@@ -378,6 +378,7 @@ def pre_ampere(monkeypatch):
 
 def test_an_emulating_gpu_is_not_given_bf16(pre_ampere):
     import torch
+
     from helpers.runtime import loading
     assert loading._device_dtype() is torch.float16
     assert loading.bf16_supported() is False
@@ -387,6 +388,7 @@ def test_an_emulating_gpu_is_not_given_bf16(pre_ampere):
 
 def test_an_ampere_gpu_gets_bf16(monkeypatch):
     import torch
+
     from helpers.runtime import loading
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)

@@ -101,7 +101,7 @@ class _Plain:
 @pytest.mark.parametrize("payload, names", [
     ("system", "posix.system|nt.system|os.system"),
     ("ordered", "collections.OrderedDict"),
-    ("instance", "test_compare_cache._Plain"),
+    ("instance", f"{__name__}._Plain".replace(".", r"\.")),
 ])
 def test_load_refuses_pickles_that_name_code(tmp_path, payload, names):
     marker = tmp_path / "ran"

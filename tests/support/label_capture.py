@@ -3,7 +3,7 @@ really given: whether every batch's labels equal ``tokenize_for_training``'s, an
 changed. Run in-process for transformers, and as a script in a fresh interpreter for Unsloth
 (importing Unsloth patches transformers for the whole process).
 
-    python tests/label_capture.py BACKEND FAMILY MODEL_DIR OUT_DIR   # prints one JSON line
+    python tests/support/label_capture.py BACKEND FAMILY MODEL_DIR OUT_DIR   # prints one JSON line
 """
 
 from __future__ import annotations

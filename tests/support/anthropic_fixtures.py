@@ -1,13 +1,13 @@
-"""pytest fixtures shared by the tests that talk to the fake Anthropic API (tests/fake_anthropic.py).
-Import them into a test module: ``from anthropic_fixtures import FAKE_KEY, client, fake, no_credentials``."""
+"""pytest fixtures shared by the tests that talk to the fake Anthropic API (tests/support/fake_anthropic.py).
+Import them into a test module: ``from tests.support.anthropic_fixtures import FAKE_KEY, client, fake, no_credentials``."""
 
 from __future__ import annotations
 
 import anthropic
 import pytest
 
-from fake_anthropic import FakeAnthropic
 from helpers.claude import client as claude_client
+from tests.support.fake_anthropic import FakeAnthropic
 
 #: a key shaped like a real one, so tests can check it never leaks into logs, caches or errors
 FAKE_KEY = "sk-ant-FAKE-KEY-d0-not-leak-7f3a9c"

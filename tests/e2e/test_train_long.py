@@ -51,7 +51,7 @@ def test_early_stopping_needs_a_validation_set(random_standin, tmp_path):
 def test_resume_after_sigkill_reaches_the_same_state(random_standin, tmp_path):
     model_dir = str(random_standin("qwen3"))
     env = dict(os.environ, PYTHONPATH=str(HERE.parent))
-    script = str(HERE / "resume_run.py")
+    script = str(HERE.parent / "support" / "resume_run.py")
 
     def run(out, sleep=0.0):
         p = subprocess.run([sys.executable, script, model_dir, str(out), str(sleep)],

@@ -21,7 +21,7 @@ Behaviour is scriptable per request with rules, consumed in order::
 request (route, time, user text, whether it carried an Authorization header). A prompt that asks
 for no number of questions (no "exactly N") gets a one-line prose answer. Batches end after
 ``batch_polls`` retrieve calls; rules apply to their items too (a status becomes an ``errored``
-result). Run standalone (``python tests/fake_anthropic.py --latency 0.1``) it prints ``URL <url>``
+result). Run standalone (``python tests/support/fake_anthropic.py --latency 0.1``) it prints ``URL <url>``
 and serves until killed; ``GET /_fake/stats`` returns the counts as JSON.
 """
 

@@ -4,8 +4,8 @@ import datetime
 
 import pytest
 
-from helpers.training import masks as templates
 from helpers.models import REGISTRY
+from helpers.training import masks as templates
 
 FAMILIES = ("qwen2.5", "qwen3", "gpt-oss")
 KWARGS = {"qwen2.5": {}, "qwen3": {"enable_thinking": False}, "gpt-oss": {"reasoning_effort": "low"}}

@@ -20,7 +20,7 @@ import pytest
 from helpers.pipeline import finetune
 from helpers.training import trainer as train_mod
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "accelerate"
 MARIYA = ROOT / "NoteBooks" / "Mariya" / "mariya.jsonl"
 

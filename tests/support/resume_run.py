@@ -1,6 +1,6 @@
 """Train a random-weight tiny Qwen3 for a few epochs into OUT and print the adapter's checksum.
 
-    python tests/resume_run.py MODEL_DIR OUT [SLEEP_PER_STEP]
+    python tests/support/resume_run.py MODEL_DIR OUT [SLEEP_PER_STEP]
 
 SLEEP_PER_STEP slows each step so that a test can SIGKILL the run part way through.
 """

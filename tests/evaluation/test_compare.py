@@ -7,10 +7,9 @@ import math
 import pytest
 
 from helpers import models
-from helpers.evaluation import compare
-from helpers.evaluation import cache as compare_cache
-from helpers.evaluation import metrics
 from helpers.data import persona as personas
+from helpers.evaluation import cache as compare_cache
+from helpers.evaluation import compare, metrics
 
 MH = "NoteBooks/MarenHolloway"
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from helpers.data import recipes
 from helpers.books.passage import Passage
+from helpers.data import recipes
 
 
 def passages(n=30, book="b", per_chapter=5):

@@ -18,14 +18,14 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from anthropic_fixtures import FAKE_KEY, client, fake, no_credentials  # noqa: F401 (fixtures)
+from helpers.books.passage import Passage
+from helpers.claude import client as claude_client
+from helpers.claude.cache import read_sidecar, sidecar_path
 from helpers.questions import generate as qa
 from helpers.questions import local
-from helpers.claude import client as claude_client
-from helpers.books.passage import Passage
-from helpers.claude.cache import read_sidecar, sidecar_path
+from tests.support.anthropic_fixtures import FAKE_KEY, client, fake, no_credentials  # noqa: F401 (fixtures)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_passages(k: int, tag: str = "") -> list[Passage]:

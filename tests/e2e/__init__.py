@@ -1,0 +1,1 @@
+"""End to end: notebooks executed with papermill/nbconvert, sweeps, multi-process and long runs (minutes)."""
