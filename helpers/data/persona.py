@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.core.paths import ROOT
+from helpers.core.paths import ROOT, work_dir
+from helpers.core.paths import path as project_path
 from helpers.models import smoke_mode
 
 #: file types read as books (helpers.pdf.load_corpus)
@@ -91,7 +92,6 @@ class Persona:
         """Where this persona's question cache, training sets and held-out split live; a
         separate ``<Persona>-smoke`` folder when smoke mode substituted its books or question
         source, so those sets are never taken for the real ones."""
-        from helpers.core.paths import work_dir
         return work_dir() / "qa_dataset" / (self.slug + ("-smoke" if self.substitutions else ""))
 
 
@@ -107,7 +107,6 @@ def load(folder: str | os.PathLike, *, smoke: bool | None = None, **overrides: A
     from outside: questions come from the rule-based source unless ``qa_source`` is given, and
     the project's sample book stands in for a books folder with no books unless ``books`` is
     given. Each substitution is a sentence in ``Persona.substitutions``."""
-    from helpers.core.paths import path as project_path
     folder = project_path(folder)
     path = folder / "persona.toml"
     if not path.is_file():

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from helpers import models
+from helpers import data, models
+from helpers.books import pdf
 from helpers.books.passage import Passage
-from helpers.core.paths import ROOT
+from helpers.core.figures import _pyplot
+from helpers.core.paths import ROOT, work_dir
 from helpers.data import recipes
 from helpers.data.persona import BOOK_SUFFIXES, Persona, has_books  # noqa: F401  (BOOK_SUFFIXES: re-export)
+from helpers.questions import generate as qa
 from helpers.runtime.loading import load_model, load_tokenizer  # noqa: F401  (load_tokenizer: re-export)
 
 log = logging.getLogger(__name__)
@@ -31,10 +34,8 @@ def books_folder(persona: Persona, *, sample_book: bool | None = None) -> tuple[
     from :func:`helpers.pdf.load_corpus`)."""
     if sample_book is False or (sample_book is None and has_books(persona.books)):
         return persona.books, False
-    from helpers.books.pdf import make_sample_pdf
-    from helpers.core.paths import work_dir
     folder = work_dir() / "outputs" / "sample_books"
-    make_sample_pdf(folder / "the_patient_workshop.pdf")
+    pdf.make_sample_pdf(folder / "the_patient_workshop.pdf")
     if sample_book is None:
         log.warning("No books in %s: using the project's sample book (%s) so the pipeline can "
                     "run. Put %s's books there for real data.", persona.books, folder, persona.name)
@@ -43,7 +44,6 @@ def books_folder(persona: Persona, *, sample_book: bool | None = None) -> tuple[
 
 def passage_histogram(passages: Sequence[Passage], words: int):
     """A histogram of passage lengths in words."""
-    from helpers.core.figures import _pyplot
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.hist([p.words for p in passages], bins=30, color="#4C72B0")
@@ -142,8 +142,6 @@ def local_question_model(source: str, model: str, smoke: bool | None):
 def length_reports(sets: TrainingSets, tokenizer, template_kwargs: dict | None = None):
     """The token-length report of the V1 and V2 sets, one row each."""
     import pandas as pd
-
-    from helpers import data
     rows = []
     for name in ("v1", "v2"):
         convs = data.load(sets.files[name], allow_duplicates=True).conversations
@@ -158,8 +156,6 @@ def prepare(persona: Persona, *, sample_book: bool | None = None, model: str = "
     """The whole data stage in one call (what a fine-tuning notebook runs when the persona's
     training sets are not there yet): books -> passages -> held-out split -> questions (from the
     cache when present; nothing is asked twice) -> V1/V2 sets."""
-    from helpers.books import pdf
-    from helpers.questions import generate as qa
     folder = Path(folder) if folder else persona.dataset_dir
     books, is_sample = books_folder(persona, sample_book=sample_book)
     d = persona.data

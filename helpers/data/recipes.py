@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from helpers import data
 from helpers.books.passage import Passage
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,6 @@ def merge(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = No
           near: float = 0.85) -> tuple[list[list[dict]], dict[str, int]]:
     """Merge several JSONL sets (prompt/completion or messages), removing exact and near
     duplicates; writes ChatML ``messages`` JSONL to ``out`` when given."""
-    from helpers import data
     convs: list[list[dict]] = []
     for p in paths:
         convs += data.load(p, allow_duplicates=True).conversations
@@ -256,7 +256,6 @@ def export_messages_jsonl(convs: Iterable[list[dict]], path: str | os.PathLike) 
 def convert_prompt_completion(src: str | os.PathLike, out: str | os.PathLike,
                               system_prompt: str | None = None) -> Path:
     """A validated prompt/completion JSONL file as ``messages`` JSONL."""
-    from helpers import data
     return export_messages_jsonl(data.load(src, system_prompt=system_prompt).conversations, out)
 
 

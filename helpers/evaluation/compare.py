@@ -22,9 +22,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from helpers import models
+from helpers.core import paths
 from helpers.core.paths import ROOT
 from helpers.evaluation import cache as compare_cache
 from helpers.evaluation import metrics
+from helpers.models.generate import answer
+from helpers.runtime import memory
+from helpers.runtime.loading import load_model
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +111,7 @@ def _display(model: str) -> str:
 def variant_from_run(run_dir: str | Path, name: str | None = None) -> Variant:
     """A tuned variant from a run folder: its run.json says which model ran (after any
     out-of-memory fallback) and with which recipe."""
-    from helpers.core.paths import path
-    run_dir = path(run_dir)
+    run_dir = paths.path(run_dir)
     record_path = run_dir / "run.json"
     if not record_path.is_file():
         raise CompareError(f"{run_dir} has no run.json: name a run folder a fine-tuning notebook "
@@ -126,7 +129,6 @@ def variant_from_run(run_dir: str | Path, name: str | None = None) -> Variant:
 def variants(persona, specs: Sequence[str], *, smoke: bool | None = None) -> list[Variant]:
     """Variants from one-line specs: ``"qwen3-14b"`` (base), ``"qwen3-14b:v2"`` (the run the
     persona's V2 notebook writes by default), or a run folder path."""
-    from helpers.core.paths import run_dir as _run_dir
     out, seen = [], set()
     for spec in specs:
         spec = str(spec).strip()
@@ -136,7 +138,7 @@ def variants(persona, specs: Sequence[str], *, smoke: bool | None = None) -> lis
             model, _, recipe = spec.partition(":")
             choice = models.choose(model, smoke)  # raises UnknownModelError listing the names
             if recipe:
-                run_dir = _run_dir(f"{persona.slug}-{recipe.lower()}", choice.requested.name, choice.smoke)
+                run_dir = paths.run_dir(f"{persona.slug}-{recipe.lower()}", choice.requested.name, choice.smoke)
                 if (run_dir / "run.json").is_file():
                     v = variant_from_run(run_dir)
                 else:
@@ -155,8 +157,7 @@ def variants(persona, specs: Sequence[str], *, smoke: bool | None = None) -> lis
 
 def default_output_dir(persona, smoke: bool | None = None) -> Path:
     """``outputs/comparison-<Persona>``, plus ``-smoke`` in smoke mode."""
-    from helpers.core.paths import work_dir
-    return work_dir() / "outputs" / (f"comparison-{persona.slug}" + ("-smoke" if models.smoke_mode(smoke) else ""))
+    return paths.work_dir() / "outputs" / (f"comparison-{persona.slug}" + ("-smoke" if models.smoke_mode(smoke) else ""))
 
 
 # -- reference texts ---------------------------------------------------------------------------
@@ -242,9 +243,6 @@ def _plain(x: Any) -> Any:
 def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | None,
              settings: Settings, texts: Texts, index: "metrics.MemorisationIndex") -> dict[str, Any]:
     """Load, generate, score and free one variant; returns its plain-data result."""
-    from helpers.models.generate import answer
-    from helpers.runtime import memory
-    from helpers.runtime.loading import load_model
     choice = models.choose(variant.model, variant.smoke)
     seconds: dict[str, float] = {}
     t0 = time.time()
@@ -421,8 +419,7 @@ def run(variants_: Sequence[Variant], *, prompts: Sequence[str], persona_prompt:
     settings.check()
     if not prompts:
         raise CompareError("No prompts: set `questions` (and `compare_prompts`) in persona.toml.")
-    from helpers.core.paths import work_dir
-    cache_dir = Path(cache_dir) if cache_dir else work_dir() / "comparison_cache_all_models"
+    cache_dir = Path(cache_dir) if cache_dir else paths.work_dir() / "comparison_cache_all_models"
     system_prompt = persona_prompt if settings.system_prompt == "persona" else None
     say = on_event or log.info
     index = None

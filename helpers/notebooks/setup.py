@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from helpers.core.paths import ROOT, WORKDIR_ENV, path, work_dir  # noqa: F401  (re-exported)
+from helpers.runtime.loading import import_unsloth_first
+from helpers.training.runrecord import hardware, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,6 @@ def setup(level: int = logging.INFO) -> Path:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from helpers.runtime.loading import import_unsloth_first
     import_unsloth_first()  # before the transformers import below (and the notebook's own)
     root = logging.getLogger()
     if not any(getattr(h, "_finetuning", False) for h in root.handlers):
@@ -109,8 +110,6 @@ def setup(level: int = logging.INFO) -> Path:
 def environment():
     """A one-row-per-item table of the machine and package versions."""
     import pandas as pd
-
-    from helpers.training.runrecord import hardware, package_versions
     hw = hardware()
     rows: list[tuple[str, Any]] = [("device", hw["device"]), ("CPU cores", hw["cpu_count"]),
                                    ("RAM (GB)", hw["ram_gb"])]

@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from helpers import data as data_mod
-from helpers import models
+from helpers import export, models
+from helpers.core import figures as plots
 from helpers.core.paths import run_dir
+from helpers.evaluation import recall
+from helpers.models.generate import answer
+from helpers.runtime import loading, memory
+from helpers.runtime.distributed import DistributedError, distributed
+from helpers.training import fallback, trainer
 from helpers.training import masks as templates
+from helpers.training.config import resolve_config
 from helpers.training.runrecord import RunRecord
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,6 @@ def _answers_here() -> bool:
     alone; under FSDP/DeepSpeed none (each process holds a shard of the weights, so generating
     on one would wait for the others forever). Ask afterwards in one process with
     ``--skip-training``."""
-    from helpers.runtime.distributed import distributed
     dist = distributed()
     return not dist.active or (dist.is_main and not dist.shards_weights)
 
@@ -81,8 +87,6 @@ class FineTuneRun:
         unknown model or setting before any work. ``thinking=True`` renders the training data
         with the template's thinking mode on (needed for examples with ``reasoning`` on Qwen3).
         In a multi-process run only the main process writes run.json."""
-        from helpers.runtime.distributed import distributed
-        from helpers.training.config import resolve_config
         choice = models.choose(model, smoke)
         cfg = resolve_config(choice.profile, **train_overrides)
         out = Path(output_dir) if output_dir else default_output_dir(name, choice)
@@ -106,18 +110,17 @@ class FineTuneRun:
     def load_model(self, adapter=None):
         """Load the base model (and ``adapter`` if given); stops here without a GPU unless in
         smoke mode."""
-        from helpers.runtime.loading import import_unsloth_first, load_model, select_backend
-        import_unsloth_first(self.cfg.backend)  # before transformers, or Unsloth patches it late
+        loading.import_unsloth_first(self.cfg.backend)  # before transformers, or Unsloth patches it late
         import transformers
         transformers.set_seed(self.cfg.seed)
         with self.record.phase("load_model"):
-            self.model, self.tokenizer = load_model(
+            self.model, self.tokenizer = loading.load_model(
                 self.choice, backend=self.cfg.backend, adapter=adapter,
                 max_seq_length=self.cfg.max_seq_length, load_in_4bit=self.cfg.load_in_4bit)
         # the repo really loaded (Unsloth's mapper may swap it; 4 or 16 bits per the run)
         self.record.update("model", {"source": getattr(self.model, "_finetuning_source", None)
                                                or self.choice.source(self.cfg.load_in_4bit),
-                                     "backend": select_backend(self.cfg.backend),
+                                     "backend": loading.select_backend(self.cfg.backend),
                                      "parameters": sum(p.numel() for p in self.model.parameters())})
         return self.model
 
@@ -126,7 +129,6 @@ class FineTuneRun:
         """Answers from the model as it is now; stored in run.json under ``answers.<label>``.
         In a multi-process run only the main process answers, and under FSDP/DeepSpeed none
         does: the others get ``[]``."""
-        from helpers.models.generate import answer
         if not _answers_here():
             log.info("Answers (%s) skipped in this process of a multi-process run", label)
             self.answers[label] = []
@@ -174,15 +176,12 @@ class FineTuneRun:
 
     # -- training ------------------------------------------------------------------------
     def add_lora(self):
-        from helpers.training.trainer import add_lora
-        self.model = add_lora(self.model, self.cfg)
+        self.model = trainer.add_lora(self.model, self.cfg)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.record.update("model", {"trainable_parameters": trainable})
         return self.model
 
     def train(self, *, live_plot: bool = True):
-        from helpers.core import figures as plots
-        from helpers.training.trainer import train
         if not self.rows:
             self.tokenize()
         if not hasattr(self.model, "peft_config"):
@@ -190,8 +189,8 @@ class FineTuneRun:
         live = plots.LiveLossPlot(f"{self.profile.display_name}: training loss") if live_plot else None
         try:
             with self.record.phase("train"):
-                self.result = train(self.model, self.tokenizer, self.rows, self.cfg, self.output_dir,
-                                    on_log=live)
+                self.result = trainer.train(self.model, self.tokenizer, self.rows, self.cfg,
+                                            self.output_dir, on_log=live)
         finally:
             if live:
                 live.close()
@@ -208,11 +207,10 @@ class FineTuneRun:
         """Share of probe questions whose greedy answer contains the key fact; stored as the
         metric ``fact_recall_<label>``. ``None`` in a process that does not answer (see
         :meth:`ask`)."""
-        from helpers.evaluation.recall import fact_recall
         answers = self.ask([p["question"] for p in probes], label=f"probes_{label}")
         if not _answers_here():
             return None
-        score = fact_recall(answers, [p["key_fact"] for p in probes])
+        score = recall.fact_recall(answers, [p["key_fact"] for p in probes])
         self.record.set_metric(f"fact_recall_{label}", round(score, 4))
         return score
 
@@ -221,7 +219,6 @@ class FineTuneRun:
 
     def free(self) -> None:
         """Drop the model and free its memory."""
-        from helpers.runtime import memory
         self.model = None
         gc.collect()
         memory.free_memory()
@@ -243,9 +240,6 @@ class FineTuneRun:
         """Load, ask the base model, train and evaluate; on out-of-memory at any of these (loading
         included), go down :func:`helpers.training.fallback.ladder`: shorter sequences, batch 1, lighter
         models. Returns :class:`helpers.training.fallback.FallbackResult`."""
-        from helpers.runtime import memory
-        from helpers.training import fallback
-
         def attempt(rung):
             self.use(rung.choice, rung.cfg)
             with memory.stage("load"):
@@ -279,7 +273,6 @@ def export_table(run: FineTuneRun, formats: Sequence[str], question: str):
     if not formats:
         return pd.DataFrame([{"export": "none asked for: set the export parameter to adapter, "
                                         "merged and/or gguf"}]).set_index("export")
-    from helpers import export
     with run.record.phase("export"):
         rows = export.export_all(run.output_dir, run.output_dir / "export", tuple(formats), question,
                                  system_prompt=run.system_prompt)
@@ -302,14 +295,12 @@ def before_after_table(questions: Sequence[str], before: Sequence[str], after: S
                        key_facts: Sequence[str] | None = None):
     """A pandas DataFrame: question, base answer, tuned answer (and whether each has the fact)."""
     import pandas as pd
-
-    from helpers.evaluation.recall import contains_fact
     df = pd.DataFrame({"question": list(questions), "base answer": list(before),
                        "tuned answer": list(after)})
     if key_facts is not None:
         df.insert(1, "key fact", list(key_facts))
-        df["base has fact"] = [contains_fact(a, k) for a, k in zip(before, key_facts)]
-        df["tuned has fact"] = [contains_fact(a, k) for a, k in zip(after, key_facts)]
+        df["base has fact"] = [recall.contains_fact(a, k) for a, k in zip(before, key_facts)]
+        df["tuned has fact"] = [recall.contains_fact(a, k) for a, k in zip(after, key_facts)]
     return df
 
 
@@ -353,7 +344,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from helpers.runtime.distributed import DistributedError, distributed
     args = _parser().parse_args(argv)
     dist = distributed()  # accelerate launch: one of several processes
     tag = f"[rank {dist.rank}/{dist.world_size}] " if dist.active else ""
@@ -384,7 +374,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             if probes:
                 run.fact_recall(probes, label="tuned")
         else:
-            from helpers.training import fallback
             run.load_data(args.data)
             ask_base = not args.skip_original
             outcome = run.train_with_fallback(
@@ -425,8 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  (out-of-memory ladder exhausted or stopped)
-        from helpers.runtime.memory import FallbackError
-        if not isinstance(e, FallbackError):
+        if not isinstance(e, memory.FallbackError):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

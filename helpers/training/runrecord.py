@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from helpers import __version__
 from helpers.core import clock
 from helpers.core.files import write_json
 
@@ -35,7 +36,6 @@ def package_versions() -> dict[str, str | None]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    from helpers import __version__
     out["helpers"] = __version__
     return out
 
