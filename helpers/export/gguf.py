@@ -254,6 +254,21 @@ def gguf_metadata(gguf_path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def gguf_added_tokens(gguf_path: str | os.PathLike) -> list[tuple[str, bool]]:
+    """The tokens a GGUF file marks as control or user-defined, as ``(text, special)``: what
+    llama.cpp matches whole before splitting text (Qwen3's ``<think>``, the chat markers)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    types = reader.fields.get("tokenizer.ggml.token_type")
+    if tokens is None or types is None:
+        return []
+    control, user = int(gguf.TokenType.CONTROL), int(gguf.TokenType.USER_DEFINED)
+    return [(text, kind == control) for text, kind in zip(tokens.contents(), types.contents())
+            if kind in (control, user)]
+
+
 def gguf_header(gguf_path: Path) -> dict[str, Any]:
     """The scalar metadata of a GGUF file, read quickly (arrays only as their lengths)."""
     try:  # transformers' fast reader (5.x); the gguf package's reader parses every token

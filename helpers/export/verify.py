@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import models
-from helpers.export.gguf import FAMILY_FOR_GGUF_ARCH, gguf_header
+from helpers.export.gguf import FAMILY_FOR_GGUF_ARCH, gguf_added_tokens, gguf_header
 from helpers.export.hf import (
     MERGED_INFO,
     adapter_base,
@@ -114,6 +114,19 @@ def load_dtype(device: str):
     return torch.bfloat16 if bf16_supported() else torch.float16
 
 
+def _mark_added_tokens(tokenizer, gguf_path: Path) -> None:
+    """transformers 5.17 builds a GGUF file's tokenizer with only some of its control and
+    user-defined tokens as added tokens, so ``<think>`` is split into pieces; llama.cpp, and
+    transformers 5.23, match them whole. Mark every one the file declares (their ids are already
+    in the vocabulary, so no id changes)."""
+    from tokenizers import AddedToken
+    known = set(tokenizer.get_added_vocab())
+    missing = [(text, special) for text, special in gguf_added_tokens(gguf_path) if text not in known]
+    if missing:
+        tokenizer.add_tokens([AddedToken(text, special=special, normalized=False)
+                              for text, special in missing])
+
+
 def _load_gguf(gguf_path: Path, torch_dtype, placement: dict):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -131,6 +144,7 @@ def _load_gguf(gguf_path: Path, torch_dtype, placement: dict):
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config,
                                                  dtype=torch_dtype, **placement)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    _mark_added_tokens(tokenizer, gguf_path)
     # A GGUF states one eos id; llama.cpp and Ollama also stop at the family's other end tokens
     # (the Modelfile's PARAMETER stop). Give generate() the same list.
     family = FAMILY_FOR_GGUF_ARCH.get(arch)
