@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from helpers.core.files import write_json
+from helpers.core.files import fsync_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +32,6 @@ _REQUIRED = {"group", "passage_sha256", "prompt_version", "model"}
 def record_key(r: dict[str, Any]) -> Key:
     return (r.get("kind", "qa"), r["passage_sha256"], r["prompt_version"], r["model"],
             int(r.get("n", 0)), r.get("item", ""))
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class QACache:
@@ -174,7 +161,7 @@ class QACache:
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 view = memoryview(data)

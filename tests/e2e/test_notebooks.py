@@ -137,6 +137,18 @@ def _outputs(executed):
     return [o for c in nb["cells"] for o in c.get("outputs", [])]
 
 
+def _nbconvert(nb, tmp_path, env):
+    """Run ``nb`` as a user would, `jupyter nbconvert --execute` with no parameters; returns its outputs."""
+    import subprocess
+    import sys
+    proc = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+         "--ExecutePreprocessor.timeout=600", "--output-dir", str(tmp_path / "executed"), str(nb)],
+        env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _outputs(tmp_path / "executed" / nb.name)
+
+
 def _text(outputs):
     return "".join("".join(o.get("text", "")) for o in outputs)
 
@@ -268,17 +280,10 @@ def test_smoke_mode_is_an_offline_dry_run_under_plain_nbconvert(tmp_path):
     FINETUNING_SMOKE=1 and no API key, its DataPrep notebook runs with no parameters, says what
     it substituted and records it beside the training sets."""
     import os
-    import subprocess
-    import sys
     env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
     env.update(FINETUNING_SMOKE="1", FINETUNING_WORKDIR=str(tmp_path))
     nb = ROOT / "NoteBooks" / "JordanPeterson" / "JordanPeterson_DataPrep.ipynb"
-    proc = subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-         "--ExecutePreprocessor.timeout=600", "--output-dir", str(tmp_path / "executed"), str(nb)],
-        env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    text = _text(_outputs(tmp_path / "executed" / nb.name))
+    text = _text(_nbconvert(nb, tmp_path, env))
     assert "Smoke mode substituted questions: rule-based instead of 'anthropic'" in text
     assert "Smoke mode substituted books" in text
     made = json.loads((tmp_path / "qa_dataset" / "JordanPeterson-smoke" / "dataprep.json").read_text())
@@ -314,16 +319,9 @@ def test_comparison_notebook_before_any_tuned_model_lists_what_is_missing(tmp_pa
     """Run as a user exploring it would, under plain nbconvert, before any fine-tuning: it
     finishes, says which variants are missing and how to make them, and judges nothing."""
     import os
-    import subprocess
-    import sys
     env = {**os.environ, "FINETUNING_SMOKE": "1", "FINETUNING_WORKDIR": str(tmp_path)}
     nb = ROOT / "NoteBooks" / "MarenHolloway" / "AllModels_MarenHolloway_Comparison.ipynb"
-    proc = subprocess.run(
-        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-         "--ExecutePreprocessor.timeout=600", "--output-dir", str(tmp_path / "executed"), str(nb)],
-        env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    outputs = _outputs(tmp_path / "executed" / nb.name)
+    outputs = _nbconvert(nb, tmp_path, env)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = _text(outputs)
     assert "LLM judge: nothing to judge" in text
