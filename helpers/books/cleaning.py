@@ -49,7 +49,7 @@ def _edges(lines: list[str], k: int) -> tuple[list[int], list[int]]:
     return head, tail[::-1]
 
 
-def remove_running_lines(pages: list[list[str]]) -> None:
+def remove_running_lines(pages: list[list[str]], removed=None) -> None:
     """Remove running headers and footers and page numbers, in place.
 
     A running header (footer) is a line among the first (last) two non-blank lines of a page
@@ -58,7 +58,8 @@ def remove_running_lines(pages: list[list[str]]) -> None:
     17") is ignored by the comparison. A chapter heading that matches is kept on the first page
     it appears on (a book whose running header is the chapter title also prints it as the
     heading). Then a line that is only a page number is removed when it is among the first or
-    last three non-blank lines of a page.
+    last three non-blank lines of a page. ``removed`` (a :class:`helpers.books.layout.Removals`)
+    records what went.
     """
     if len(pages) >= REPEAT_MIN_PAGES:
         top: Counter = Counter()
@@ -82,9 +83,15 @@ def remove_running_lines(pages: list[list[str]]) -> None:
                     seen_headings.add(lines[i])
                     drop.discard(i)
             if drop:
+                if removed is not None:
+                    for i in sorted(drop):
+                        removed.add("running header/footer (repeated line)", lines[i])
                 lines[:] = [line for i, line in enumerate(lines) if i not in drop]
     for lines in pages:
         head, tail = _edges(lines, 3)
         drop = {i for i in head + tail if PAGE_NUMBER.fullmatch(lines[i])}
         if drop:
+            if removed is not None:
+                for i in sorted(drop):
+                    removed.add("page number", lines[i])
             lines[:] = [line for i, line in enumerate(lines) if i not in drop]

@@ -88,7 +88,14 @@ def _page_headings(lines: list[str], outline_titles: list[str], use_patterns: bo
         hit = _match_title(lines, title)
         kind = "chapter" if (plain_heading(title) or ("",))[0] == "chapter" else "section"
         if hit:
-            marks[hit[0]] = (kind, title, hit[1])
+            first, span = hit
+            # A bare "Chapter 3" / "CHAPTER" + "FOUR" label printed above the title goes too.
+            for back in (1, 2):
+                label = " ".join(lines[first - back:first])
+                if first - back >= 0 and (plain_heading(label) or ("", "", False))[2]:
+                    first, span = first - back, span + back
+                    break
+            marks[first] = (kind, title, span)
         else:
             start_title = (kind, title)
     found: list[tuple[int, tuple[str, str, bool]]] = []

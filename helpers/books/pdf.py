@@ -49,10 +49,11 @@ from pathlib import Path
 from helpers.books.chunk import SENTENCE_WINDOW, chunk_tokens  # noqa: F401
 from helpers.books.cleaning import REPEAT_MIN_PAGES, clean_lines, remove_running_lines  # noqa: F401
 from helpers.books.headings import split_units
+from helpers.books.layout import Removals, clean_pages
 from helpers.books.matter import CHAPTER_MIN_WORDS, FRONT_PROSE_LIMIT, SHORT_WORDS, classify  # noqa: F401
 from helpers.books.passage import Passage
 from helpers.books.patterns import LINE_END_HYPHEN, LINE_END_HYPHEN_KEEP
-from helpers.books.reader import BOOK_EXTENSIONS, Unreadable, read_pages
+from helpers.books.reader import BOOK_EXTENSIONS, Unreadable, read_book
 from helpers.books.typeset import SAMPLE_BOOK, make_sample_pdf
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ class BookInfo:
     words: int           # words kept after cleaning and skipping front/back matter
     passages: int = 0
     chapters: int = 0    # distinct chapter titles among the passages
+    removed: Removals = field(default_factory=Removals, repr=False)  # what each rule removed
+    short_lines: list[str] = field(default_factory=list, repr=False)  # kept lines of <= 2 words
+    lines: int = 0       # lines kept in the prose
 
 
 @dataclass
@@ -121,6 +125,21 @@ class Corpus:
             line += "; skipped files: " + ", ".join(f"{n} ({r.split(':')[0]})"
                                                     for n, r in self.skipped_files)
         return line
+
+
+def _prose(text: str, removed: Removals | None = None) -> str:
+    """Lines joined with hyphenation at line ends repaired (recorded in ``removed``)."""
+    if "-\n" in text or "\u00ad" in text:
+        if removed is not None:
+            for m in LINE_END_HYPHEN.finditer(text):
+                removed.add("hyphenation joined (line end)", text[max(0, m.start() - 12):m.end() + 8])
+        text = LINE_END_HYPHEN.sub("", text)
+        text = LINE_END_HYPHEN_KEEP.sub("-", text).replace("\u00ad", "")
+    return text
+
+
+def _first_words(u, n: int = 8) -> str:
+    return " ".join(" ".join([u.heading or ""] + u.lines[:3]).split()[:n])
 
 
 def _pages_label(first: int, last: int) -> str:
@@ -238,7 +257,8 @@ def _book_files(path: Path, corpus: Corpus) -> list[Path]:
 
 def _load_book(file: Path, words: int, overlap: int, min_words: int
                ) -> tuple[list[Passage], BookInfo, list[tuple[str, int, int, str]]]:
-    raw, outline = read_pages(file)
+    book_raw = read_book(file)
+    raw, outline = book_raw.pages, book_raw.outline
     suffix = file.suffix.lower()
     text_mode = suffix not in (".pdf", ".epub")
     total = 0
@@ -251,9 +271,16 @@ def _load_book(file: Path, words: int, overlap: int, min_words: int
             raise Unreadable(f"empty: {total} words of text")
         raise Unreadable(f"no text layer: {total} words on {len(raw)} page(s) (a scanned or "
                          f"image-only file?); run OCR first, e.g. `ocrmypdf in.pdf out.pdf`")
+    removed = Removals()
+    notes: list[tuple[int, str]] = []
+    if book_raw.blocks is not None:
+        titles: dict[int, list[str]] = {}
+        for _, title, page in outline:
+            titles.setdefault(page - 1, []).append(str(title))
+        raw, notes = clean_pages(book_raw.blocks, book_raw.heights, removed, titles)
     pages = clean_lines(raw, keep_blank=text_mode)
     if len(pages) > 1:
-        remove_running_lines(pages)
+        remove_running_lines(pages, removed)
     units = split_units(pages, outline, text_mode, markdown=suffix in (".md", ".markdown"))
     skipped = classify(units)
 
@@ -261,12 +288,14 @@ def _load_book(file: Path, words: int, overlap: int, min_words: int
     sections: list[tuple[str, int, int, str]] = []
     for i in sorted(skipped):
         kind, page = skipped[i], units[i].page + 1
+        removed.add(f"skipped: {kind}", _first_words(units[i]))
         if sections and sections[-1][3] == kind and sections[-1][2] >= page - 1:
             sections[-1] = (book, sections[-1][1], page, kind)
         else:
             sections.append((book, page, page, kind))
 
     tokens: list[str] = []
+    n_lines, short = 0, []
     page_starts: list[int] = []     # token offset where each page run starts ...
     page_of_run: list[int] = []     # ... and its 1-based page
     chapter_starts: list[int] = []
@@ -278,15 +307,15 @@ def _load_book(file: Path, words: int, overlap: int, min_words: int
         if i in skipped or not u.lines:
             continue
         text = "\n".join(u.lines)
-        if "-\n" in text or "\u00ad" in text:
-            text = LINE_END_HYPHEN.sub("", text)
-            text = LINE_END_HYPHEN_KEEP.sub("-", text).replace("\u00ad", "")
-        new = text.split()
+        n_lines += len(u.lines)
+        short += [line for line in u.lines if len(line.split()) <= 2]
+        new = _prose(text, removed).split()
         if not new:
             continue
         if (tokens and not u.heading and tokens[-1].endswith("-") and len(tokens[-1]) > 1
                 and tokens[-1][-2].isalpha() and (new[0][0].islower() or new[0][0].isupper())):
             # a word hyphenated across a page (or paragraph piece) break
+            removed.add("hyphenation joined (page break)", f"{tokens[-1]} {new[0]}")
             tokens[-1] = tokens[-1][:-1] + new[0] if new[0][0].islower() else tokens[-1] + new[0]
             new = new[1:]
         if not page_of_run or page_of_run[-1] != u.page + 1:
@@ -294,11 +323,23 @@ def _load_book(file: Path, words: int, overlap: int, min_words: int
             page_of_run.append(u.page + 1)
         tokens += new
 
+    skipped_pages = {units[i].page for i in skipped} - {u.page for i, u in enumerate(units)
+                                                        if i not in skipped and u.lines}
+    notes = [(p, text) for p, text in notes if p not in skipped_pages]
+    if notes and tokens:                 # footnotes after the last chapter, as endnotes
+        chapter_starts.append(len(tokens))
+        chapter_titles.append("Notes")
+        for p, text in notes:
+            page_starts.append(len(tokens))
+            page_of_run.append(p + 1)
+            tokens += _prose(text).split()
+
     passages = chunk_tokens(tokens, page_starts, page_of_run, chapter_starts, chapter_titles,
                             book, words, overlap, min_words)
     info = BookInfo(name=book, file=file.name, pages=len(raw),
                     pages_kept=len(set(page_of_run)), words=len(tokens), passages=len(passages),
-                    chapters=len({p.chapter for p in passages if p.chapter}))
+                    chapters=len({p.chapter for p in passages if p.chapter}),
+                    removed=removed, short_lines=short, lines=n_lines)
     log.info("%s: %d pages, %d kept, %d words, %d passages", file.name, info.pages,
              info.pages_kept, info.words, info.passages)
     return passages, info, sections

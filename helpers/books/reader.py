@@ -1,15 +1,21 @@
-"""Reading a book file: the raw text of each page, and the PDF outline.
+"""Reading a book file: the raw text of each page, and the outline.
 
-PyMuPDF for PDF and EPUB; a TXT or Markdown file is one page, or several when it has form-feed
-characters (Markdown images, links, rules, quote marks and bold markers are removed first). A
-file that cannot be used raises :class:`Unreadable`, whose message is the reason for the user.
+PDF: PyMuPDF's text blocks with their boxes (:func:`read_book` keeps them for the layout rules of
+:mod:`helpers.books.layout`). EPUB: by its structure, through ebooklib (:mod:`helpers.books.epub`):
+one "page" per spine document, chapters from its navigation. A TXT or Markdown file is one page,
+or several when it has form-feed characters (Markdown images, links, rules, quote marks and bold
+markers are removed first). A file that cannot be used raises :class:`Unreadable`, whose message
+is the reason for the user.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+from helpers.books.epub import EpubError, read_epub
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +26,33 @@ class Unreadable(Exception):
     """A book file that cannot be used; the message is the reason shown to the user."""
 
 
+@dataclass
+class RawBook:
+    """A book as read: raw text per page, the outline ([level, title, page 1-based]) and, for
+    a PDF, each page's text blocks ``(x0, y0, x1, y1, text)`` and height in points."""
+
+    pages: list[str]
+    outline: list[list]
+    blocks: list[list[tuple]] | None = None
+    heights: list[float] | None = None
+
+
 def read_pages(file: Path) -> tuple[list[str], list[list]]:
     """The raw text of each page and the outline ([level, title, page], empty when none)."""
+    book = read_book(file)
+    return book.pages, book.outline
+
+
+def read_book(file: Path) -> RawBook:
+    """Read a book file (see the module docstring); raises :class:`Unreadable`."""
     suffix = file.suffix.lower()
-    if suffix in (".pdf", ".epub"):
+    if suffix == ".epub":
+        try:
+            pages, outline = read_epub(file)
+        except EpubError as e:
+            raise Unreadable(str(e)) from None
+        return RawBook(pages, outline)
+    if suffix == ".pdf":
         import pymupdf
         try:
             doc = pymupdf.open(file, filetype=suffix[1:])
@@ -38,14 +67,21 @@ def read_pages(file: Path) -> tuple[list[str], list[list]]:
             try:
                 # Only text inside the page box; ligatures come out as letters ("fi", not
                 # U+FB01). These flags are also ~10% faster than get_text()'s default ones.
-                pages = [page.get_text(flags=pymupdf.TEXT_MEDIABOX_CLIP) for page in doc]
+                # Blocks cost the same as plain text and say where each piece sits.
+                flags = pymupdf.TEXT_MEDIABOX_CLIP
+                blocks, heights = [], []
+                for page in doc:
+                    blocks.append([b[:5] for b in page.get_text("blocks", flags=flags)
+                                   if b[6] == 0])
+                    heights.append(page.rect.height)
                 toc = doc.get_toc(simple=True)
             except Exception as e:
                 raise Unreadable(f"damaged: reading its text failed ({e}); export or "
                                  f"download it again") from None
-        if not pages:
+        if not blocks:
             raise Unreadable("no pages")
-        return pages, toc
+        pages = ["".join(b[4] for b in page) for page in blocks]
+        return RawBook(pages, toc, blocks, heights)
     data = file.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -58,4 +94,4 @@ def read_pages(file: Path) -> tuple[list[str], list[list]]:
         text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)        # links: keep their text
         text = re.sub(r"(?m)^\s*(?:[-*_]\s*){3,}$", "", text)       # horizontal rules
         text = re.sub(r"(?m)^>\s?", "", text).replace("**", "").replace("__", "")
-    return text.split("\f"), []
+    return RawBook(text.split("\f"), [])
