@@ -1,18 +1,18 @@
-"""The Claude request engine shared by the question generator and the judge: many requests in
+"""The request engine shared by the question generator and the judge, for both providers
+(Anthropic, OpenAI-compatible servers; ``helpers.claude.backends`` sends): many requests in
 flight at once (threads), our own retries, a budget (:class:`Ledger`), each reply saved in the
 cache as it arrives.
 
-The SDK's own retries are off (``max_retries=0``): 429, 529, 5xx, 408/409, timeouts and
+The SDKs' own retries are off (``max_retries=0``): 429, 529, 5xx, 408/409, timeouts and
 connection errors are retried here with exponential backoff and jitter, waiting what a
 ``retry-after`` header says when there is one (and holding every worker back after a 429/529), so
 each retry is counted. 401/402/403/404 stop the run (every request would fail the same way). The
-API key is never logged, stored or put in an error message: text from the SDK is redacted.
-``anthropic`` is imported when requests are made, not with this module.
+API key is never logged, stored or put in an error message: text from the server is redacted.
+No SDK is imported with this module.
 """
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import threading
@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from helpers.claude.backends import RUN_FATAL_STATUS, ApiFailure, anthropic_reply, backend_for, sdk_failure  # noqa: F401
 from helpers.claude.cache import QACache
 from helpers.claude.client import (
     ClaudeConfigError,
@@ -29,50 +30,15 @@ from helpers.claude.client import (
     client_for,  # noqa: F401  (client_for: old qa_api name)
     redact,
 )
+from helpers.claude.providers import Provider
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_CAP_S = 600.0
-RUN_FATAL_STATUS = {401, 402, 403, 404}   # every request would fail the same way
 RETRYABLE_BATCH_ERRORS = {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
 
 
-# -- errors and waiting -----------------------------------------------------------------------
-
-def classify(e: BaseException) -> tuple[str, str, bool]:
-    """(cause, description, retryable) of an SDK error; cause ``fatal`` stops the run."""
-    import anthropic
-    if isinstance(e, anthropic.APITimeoutError):
-        return "timeout", "the request timed out", True
-    if isinstance(e, anthropic.APIConnectionError):
-        inner = type(e.__cause__).__name__ if e.__cause__ else "no reply"
-        return "connection", f"connection error ({inner})", True
-    if isinstance(e, anthropic.APIStatusError):
-        s = e.status_code
-        text = f"HTTP {s} {getattr(e, 'type', None) or ''}: {getattr(e, 'api_message', None) or ''}"
-        if s in RUN_FATAL_STATUS:
-            return "fatal", text.strip(), False
-        return str(s), text.strip(), s in (408, 409, 429) or s >= 500
-    raise e
-
-
-def retry_after_s(e: BaseException) -> float | None:
-    response = getattr(e, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value) / scale)
-        except ValueError:
-            date = email.utils.parsedate_tz(value)
-            if date is not None:
-                return max(0.0, email.utils.mktime_tz(date) - time.time())
-    return None
-
+# -- waiting ----------------------------------------------------------------------------------
 
 def backoff_s(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): what the server asked for (plus up to
@@ -133,9 +99,11 @@ class Ledger:
                 self.reserved = max(0.0, self.reserved - self.usd(*est))
 
     def settle(self, usage, est: tuple[int, int] | None = None) -> dict:
-        """Books a reply's usage (releasing its estimate); returns it as a plain dict."""
-        u = {"input_tokens": int(getattr(usage, "input_tokens", 0) or 0),
-             "output_tokens": int(getattr(usage, "output_tokens", 0) or 0)}
+        """Books a reply's usage (a dict or an SDK object; releasing its estimate); returns it
+        as a plain dict."""
+        get = usage.get if isinstance(usage, dict) else (lambda k, d: getattr(usage, k, d))
+        u = {"input_tokens": int(get("input_tokens", 0) or 0),
+             "output_tokens": int(get("output_tokens", 0) or 0)}
         with self._lock:
             if est is not None:
                 self.reserved = max(0.0, self.reserved - self.usd(*est))
@@ -157,8 +125,8 @@ class Ledger:
 
 
 def reply_text(message) -> str:
-    return "".join(getattr(b, "text", "") for b in (message.content or [])
-                   if getattr(b, "type", "") == "text")
+    """The text of an Anthropic message (an SDK object or its JSON)."""
+    return anthropic_reply(message)[0]
 
 
 # -- requests in flight -----------------------------------------------------------------------
@@ -174,6 +142,7 @@ class Task:
     est: tuple[int, int]
     parse: Callable[[str], Any]
     records: Callable[[Any, dict, int], list[dict]]   # (parsed, usage, attempts) -> records
+    schema: dict | None = None      # JSON schema of the reply, sent where the server takes one
 
 
 @dataclass
@@ -246,31 +215,31 @@ class Run:
             self.pause_until = max(self.pause_until, time.monotonic() + seconds)
 
     def call(self, fn: Callable[[], Any], what: str) -> Any:
-        """An API call (batches) with the same retries; None when the run is stopping."""
+        """An SDK call (batches) with the same retries; None when the run is stopping."""
         import anthropic
         attempt = 0
+        provider = getattr(self.client, "provider", Provider())
         while not self.stop.is_set():
             try:
                 return fn()
             except (anthropic.APIStatusError, anthropic.APIConnectionError) as e:
-                cause, text, retryable = classify(e)
-                text = redact(text, self.client)
-                if cause == "fatal":
+                f = sdk_failure(e, provider)
+                text = redact(f.text, self.client)
+                if f.cause == "fatal":
                     raise ClaudeConfigError(f"{what}: the API refused the request ({text}). "
-                                            f"Check ANTHROPIC_API_KEY and the model name.") from None
-                self.note(cause)
+                                            f"{provider.hint()}.") from None
+                self.note(f.cause)
                 attempt += 1
-                if not retryable or attempt > self.settings.max_retries:
+                if not f.retryable or attempt > self.settings.max_retries:
                     raise ClaudeError(f"{what} failed: {text}") from None
                 wait = backoff_s(attempt, self.settings.retry_base_s, self.settings.retry_max_s,
-                                 retry_after_s(e))
+                                 f.retry_after)
                 log.info("%s: %s; retrying in %.1f s", what, text, wait)
                 self.stop.wait(wait)
         return None
 
     def ask(self, task: Task) -> None:
         """One task to the end: saved, failed, or left (budget, stop)."""
-        import anthropic
         s = self.settings
         transient = malformed = 0
         while not self.stop.is_set():
@@ -279,32 +248,32 @@ class Run:
                 return
             self.wait_pause()
             try:
-                message = self.client.messages.create(**task.params, timeout=s.timeout_s)
-            except (anthropic.APIStatusError, anthropic.APIConnectionError) as e:
+                text, usage = self.client.send(task.params, s.timeout_s, task.schema)
+            except ApiFailure as f:
                 self.ledger.release(task.est)
                 self.ledger.count_request()
-                cause, text, retryable = classify(e)
-                text = redact(text, self.client)
-                if cause == "fatal":
+                reason = redact(f.text, self.client)
+                if f.cause == "fatal":
                     with self.lock:
-                        self.fatal = self.fatal or text
+                        self.fatal = self.fatal or reason
                     self.stop.set()
                     return
-                self.note(cause)
+                self.note(f.cause)
+                if f.cause == "schema":
+                    continue             # asked again at once, without the schema
                 transient += 1
-                if not retryable or transient > s.max_retries:
-                    self.fail(task, f"{text} (after {transient + malformed} requests)")
+                if not f.retryable or transient > s.max_retries:
+                    self.fail(task, f"{reason} (after {transient + malformed} requests)")
                     return
-                after = retry_after_s(e)
-                wait = backoff_s(transient, s.retry_base_s, s.retry_max_s, after)
-                if cause in ("429", "529"):
+                wait = backoff_s(transient, s.retry_base_s, s.retry_max_s, f.retry_after)
+                if f.cause in ("429", "529"):
                     self.hold_all(wait)   # everyone backs off, not just this worker
-                log.info("%s: %s; retry %d in %.2f s", task.label, text, transient, wait)
+                log.info("%s: %s; retry %d in %.2f s", task.label, reason, transient, wait)
                 self.stop.wait(wait)
                 continue
-            usage = self.ledger.settle(message.usage, task.est)
+            usage = self.ledger.settle(usage, task.est)
             try:
-                parsed = task.parse(reply_text(message))
+                parsed = task.parse(text)
             except MalformedReply as e:
                 malformed += 1
                 self.note("malformed")
@@ -323,7 +292,10 @@ class Run:
 
 def run_tasks(tasks: list[Task], cache: QACache, client, ledger: Ledger, settings: Settings,
               result: Tally, bar) -> None:
-    """Up to ``settings.concurrency`` requests in flight; each reply saved as it arrives."""
+    """Up to ``settings.concurrency`` requests in flight; each reply saved as it arrives.
+    ``client``: a backend (``helpers.claude.backends.backend_for``) or an SDK client."""
+    if not hasattr(client, "send"):
+        client = backend_for(client, Provider(), settings.timeout_s)
     run = Run(client, cache, ledger, settings, result, bar)
     todo = iter(tasks)
 
@@ -357,6 +329,6 @@ def run_tasks(tasks: list[Task], cache: QACache, client, ledger: Ledger, setting
     if run.errors:
         raise run.errors[0]
     if run.fatal:
+        hint = getattr(client, "provider", Provider()).hint()
         raise ClaudeConfigError(f"the API refused the request ({run.fatal}); nothing more was "
-                                f"asked. Check ANTHROPIC_API_KEY and the model name; work done so "
-                                f"far is saved in {cache.path}.")
+                                f"asked. {hint}; work done so far is saved in {cache.path}.")

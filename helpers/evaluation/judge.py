@@ -1,4 +1,5 @@
-"""An optional LLM judge for the model comparison: Claude, blind, pairwise, both orders.
+"""An optional LLM judge for the model comparison: Claude (or, with ``provider="openai"`` and
+``base_url``, a model on any OpenAI-compatible server), blind, pairwise, both orders.
 
 Each tuned variant is judged against its own base model, one pair per comparison prompt. A pair
 is shown to the judge twice, the tuned answer first and then second, as "Answer 1" and
@@ -8,7 +9,7 @@ like the persona while answering the question, and replies ``WINNER: 1|2|TIE`` p
 Paid requests go through ``helpers.claude`` (our retries, the ``Ledger`` budget, threads, key
 redaction) and are cached in its append-only JSONL cache (``helpers.claude.cache``), keyed by the
 hash of exactly the text sent (persona, question, both answers in the order shown), the prompt
-version and the model: a rerun asks nothing. A reply without a usable ``WINNER`` line is asked
+version and the model (with the server's URL for an OpenAI-compatible one): a rerun asks nothing. A reply without a usable ``WINNER`` line is asked
 once more, then recorded (and cached) as ``invalid``: counted in the table, never dropped. Two
 identical answers are a tie without asking. :func:`estimate` says what a run costs before any
 request; without an API key :func:`run` stops with :class:`JudgeError` (unless everything is
@@ -29,9 +30,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from helpers.books.passage import text_sha256
+from helpers.claude.backends import backend_for
 from helpers.claude.cache import QACache
-from helpers.claude.client import DEFAULT_MODEL, ClaudeConfigError, MalformedReply, client_for
+from helpers.claude.client import DEFAULT_MODEL, ClaudeConfigError, MalformedReply
 from helpers.claude.pricing import PROMPT_OVERHEAD_TOKENS, cost_usd, prices_for
+from helpers.claude.providers import NO_OPENAI_KEY_MESSAGE, Provider, choose
 from helpers.claude.requests import Ledger, Settings, Tally, Task, progress_bar, run_tasks
 from helpers.core.clock import now
 from helpers.core.paths import work_dir
@@ -159,13 +162,37 @@ class _Judgement:
     sha: str
     params: dict
     est: tuple[int, int]
+    key_model: str          # the model as the cache names it (with the server, for openai)
 
     @property
     def key(self) -> tuple:
-        return ("judge", self.sha, PROMPT_VERSION, self.params["model"], 1, "")
+        return ("judge", self.sha, PROMPT_VERSION, self.key_model, 1, "")
 
 
-def _plan(pairs_: Sequence[Pair], name: str, description: str, model: str) -> list[_Judgement]:
+def _no_key(error: str) -> str:
+    """The judge's words for a missing key (or another setting's error as it is)."""
+    if error == NO_OPENAI_KEY_MESSAGE:
+        return ("The LLM judge on provider='openai' needs a key: set OPENAI_API_KEY in the "
+                "environment or in a .env file in the project root or your home folder (a local "
+                "server such as Ollama, vLLM or LM Studio accepts any non-empty string, e.g. "
+                "OPENAI_API_KEY=local). Or leave the notebook's judge parameter False (the "
+                "default).")
+    return NO_KEY_MESSAGE if "ANTHROPIC_API_KEY" in error else error
+
+
+def _provider(provider: str, base_url: str | None, model: str | None) -> tuple[Provider, str]:
+    try:
+        prov = choose(provider, base_url)
+    except ClaudeConfigError as e:
+        raise JudgeError(str(e)) from None
+    if not model and prov.openai:
+        raise JudgeError(f"The judge on provider='openai' needs model= (judge_model in the "
+                         f"notebook): the name the server at {prov.url} knows, e.g. gpt-4o-mini.")
+    return prov, model or DEFAULT_MODEL
+
+
+def _plan(pairs_: Sequence[Pair], name: str, description: str, model: str,
+          prov: Provider = Provider()) -> list[_Judgement]:
     out = []
     for p in pairs_:
         for tuned_first in (True, False):
@@ -179,7 +206,7 @@ def _plan(pairs_: Sequence[Pair], name: str, description: str, model: str) -> li
                       "messages": [{"role": "user", "content": user}]}
             est = ((len(SYSTEM_PROMPT) + len(user)) // 4 + PROMPT_OVERHEAD_TOKENS, OUTPUT_TOKENS)
             out.append(_Judgement(p, tuned_first, first == second, text_sha256(json.dumps(
-                [SYSTEM_PROMPT, user])), params, est))
+                [SYSTEM_PROMPT, user])), params, est, prov.key_model(model)))
     return out
 
 
@@ -213,21 +240,24 @@ class Estimate:
 
 
 def estimate(pairs_: Sequence[Pair], *, persona_name: str, persona_description: str,
-             model: str = DEFAULT_MODEL, cache_path: str | os.PathLike | None = None,
-             price_per_mtok: tuple[float, float] | None = None) -> Estimate:
+             model: str | None = None, cache_path: str | os.PathLike | None = None,
+             price_per_mtok: tuple[float, float] | None = None, provider: str = "anthropic",
+             base_url: str | None = None) -> Estimate:
     """What :func:`run` would ask and cost, before any request (tokens: characters / 4)."""
-    plan = _plan(pairs_, persona_name, persona_description, model)
+    prov, model = _provider(provider, base_url, model)
+    plan = _plan(pairs_, persona_name, persona_description, model, prov)
     path = Path(cache_path) if cache_path else default_cache_path()
     with QACache(path) as cache:
         cached = {j.key for j in plan if not j.identical and j.key in cache}
     todo = {j.key: j for j in plan if not j.identical and j.key not in cached}
     tin = sum(j.est[0] for j in todo.values())
     tout = sum(j.est[1] for j in todo.values())
-    return Estimate(model=model, judgements=len(plan), requests=len(todo),
+    return Estimate(model=prov.key_model(model), judgements=len(plan), requests=len(todo),
                     cached=sum(j.key in cached for j in plan),
                     identical=sum(j.identical for j in plan), input_tokens=tin,
                     output_tokens=tout,
-                    usd=cost_usd(model, tin, tout, price_per_mtok=price_per_mtok))
+                    usd=cost_usd(model, tin, tout, price_per_mtok=price_per_mtok,
+                                 provider=prov.name))
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -250,7 +280,7 @@ def _parser():
 def _task(j: _Judgement):
     def records(parsed, usage, attempts):
         return [{"kind": "judge", "passage_sha256": j.sha, "prompt_version": PROMPT_VERSION,
-                 "model": j.params["model"], "n": 1, "item": "", "q_index": 0,
+                 "model": j.key_model, "n": 1, "item": "", "q_index": 0,
                  "group": uuid.uuid4().hex, "group_size": 1, "winner": parsed[0],
                  "reason": parsed[1], "usage": usage, "attempts": attempts, "created": now()}]
 
@@ -268,26 +298,31 @@ def _outcome(shown: str, tuned_first: bool) -> str:
 
 
 def run(pairs_: Sequence[Pair], *, persona_name: str, persona_description: str,
-        cache_path: str | os.PathLike | None = None, model: str = DEFAULT_MODEL,
+        cache_path: str | os.PathLike | None = None, model: str | None = None,
         budget_usd: float | None = None, concurrency: int = 4, client=None,
         timeout_s: float = 60.0, price_per_mtok: tuple[float, float] | None = None,
-        progress: bool = False, **options) -> "JudgeResult":
+        progress: bool = False, provider: str = "anthropic", base_url: str | None = None,
+        **options) -> "JudgeResult":
     """Judges every pair in both orders (cached judgements are not asked again). ``options``
     go to ``helpers.claude.requests.Settings`` (``max_retries``, ``retry_base_s``, ...). Raises
-    :class:`JudgeError` without an API key when something is left to ask."""
-    plan = _plan(pairs_, persona_name, persona_description, model)
+    :class:`JudgeError` without an API key when something is left to ask. ``model`` None:
+    Claude Haiku; with ``provider="openai"`` name the server's model (``base_url``: default
+    OPENAI_BASE_URL, else OpenAI; key OPENAI_API_KEY)."""
+    prov, model = _provider(provider, base_url, model)
+    plan = _plan(pairs_, persona_name, persona_description, model, prov)
     path = Path(cache_path) if cache_path else default_cache_path()
-    result = JudgeResult(model=model, prompt_version=PROMPT_VERSION, cache_path=str(path))
+    result = JudgeResult(model=prov.key_model(model), prompt_version=PROMPT_VERSION,
+                         cache_path=str(path))
     with QACache(path) as cache:
         before = {j.key for j in plan if j.key in cache}
         tasks = {j.key: _task(j) for j in plan if not j.identical and j.key not in before}
         done = Tally()
-        ledger = Ledger(model, prices_for(model, price_per_mtok), budget_usd)
+        ledger = Ledger(model, prices_for(model, price_per_mtok, prov.name), budget_usd)
         if tasks:
             try:
-                api = client_for(client, timeout_s)
-            except ClaudeConfigError:
-                raise JudgeError(NO_KEY_MESSAGE) from None
+                api = backend_for(client, prov, timeout_s)
+            except ClaudeConfigError as e:
+                raise JudgeError(_no_key(str(e))) from None
             bar = progress_bar(len(tasks), progress, "LLM judge")
             try:
                 run_tasks(list(tasks.values()), cache, api, ledger,

@@ -1,6 +1,6 @@
-"""The Anthropic source of questions: each passage becomes a request task for the engine in
-``helpers.claude.requests`` (many in flight, our retries, the budget), or goes out in Message
-Batches (half price) that a rerun resumes polling instead of submitting again."""
+"""The API source of questions (Anthropic, or an OpenAI-compatible server): each passage becomes
+a request task for the engine in ``helpers.claude.requests`` (many in flight, our retries, the
+budget), or, on Anthropic, goes out in Message Batches (half price) that a rerun resumes polling instead of submitting again."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def qa_task(job: Job, p: Passage) -> Task:
                 params=job.params(p), est=request_tokens(p, job.n),
                 parse=lambda reply: parse_questions(reply, job.n),
                 records=lambda qs, usage, attempts: job.records(p, qs, usage=usage,
-                                                                attempts=attempts))
+                                                                attempts=attempts),
+                schema=job.schema())
 
 
 def run_concurrent(job: Job, pending: list[Passage], cache: QACache, client, ledger: Ledger,

@@ -13,8 +13,10 @@ what it already has and never loses what it was given:
 - ``estimate()`` says what a run would cost before it spends (list prices to check), and
   ``budget_usd`` stops a run cleanly: no new requests, the ones in flight finish and are saved.
 
-Sources (``source=``, chosen explicitly; records carry it): ``"anthropic"`` (the Messages API,
-or the Message Batches API with ``batch=True``), ``"local"`` (a transformers model and tokenizer
+Sources (``source=``, chosen explicitly; records carry it): ``"anthropic"`` (an API model: the
+Anthropic Messages API, or the Message Batches API with ``batch=True``; with
+``provider="openai"`` and ``base_url`` any OpenAI-compatible server instead, whose records say
+``source="openai"`` and whose cache keys name the server), ``"local"`` (a transformers model and tokenizer
 you pass, falling back per passage to the rule generator when its reply is not a usable JSON
 array) and ``"rule"`` (deterministic, no model: "What does the author say about X?").
 
@@ -30,7 +32,7 @@ estimate, the verbatim check and the command line, and every old ``helpers.qa`` 
 
 Command line: ``python -m helpers.qa --books DIR --cache FILE [--concurrency N]
 [--questions-per-passage K] [--model M] [--batch] [--budget-usd X]
-[--source anthropic|local|rule]``.
+[--source anthropic|local|rule] [--provider anthropic|openai] [--base-url URL]``.
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ from typing import Collection, Iterable
 
 from helpers.books.passage import Passage, text_sha256
 from helpers.books.pdf import load_passages
+from helpers.claude.backends import backend_for
 from helpers.claude.cache import QACache
 from helpers.claude.client import DEFAULT_MODEL, NO_KEY_MESSAGE, MalformedReply, QAConfigError, QAError, client_for  # noqa: F401
 from helpers.claude.pricing import BATCH_DISCOUNT, PRICES_USD_PER_MTOK, PROMPT_OVERHEAD_TOKENS, cost_usd, prices_for  # noqa: F401
+from helpers.claude.providers import PROVIDERS, Provider, choose
 from helpers.claude.requests import Ledger, Settings, progress_bar
 from helpers.questions.api import run_batch, run_concurrent
 from helpers.questions.job import Job, QAResult, default_cache_path, question_key, unique_passages  # noqa: F401
@@ -85,9 +89,10 @@ class Estimate:
     output_tokens: int
     usd: float | None          # None: no list price known for the model
     batch: bool = False
+    price: tuple[float, float] | None = None   # (input, output) USD per million tokens
 
     def __str__(self) -> str:
-        price = prices_for(self.model)
+        price = self.price
         cost = "no list price known for this model" if self.usd is None else (
             f"about ${self.usd:.2f} at list prices (${price[0]:g} in / ${price[1]:g} out per "
             f"million tokens{', batch half price' if self.batch else ''}; check current prices)"
@@ -96,41 +101,59 @@ class Estimate:
                 f"~{self.input_tokens:,} input + ~{self.output_tokens:,} output tokens, {cost}")
 
 
-def estimate(passages: Iterable[Passage], n: int = 2, model: str = DEFAULT_MODEL, *,
+def estimate(passages: Iterable[Passage], n: int = 2, model: str | None = None, *,
              cached: Collection[str] | str | os.PathLike | None = None, batch: bool = False,
              prompt_version: str = PROMPT_VERSION,
-             price_per_mtok: tuple[float, float] | None = None) -> Estimate:
+             price_per_mtok: tuple[float, float] | None = None, provider: str = "anthropic",
+             base_url: str | None = None) -> Estimate:
     """What asking for the passages would cost, before spending anything.
 
     ``cached``: the passage hashes already done, or the cache file (read for this prompt
-    version, model and N). Tokens are approximate (characters / 4 plus framing)."""
+    version, model, N and, for ``provider="openai"``, server). Tokens are approximate
+    (characters / 4 plus framing)."""
+    prov = choose(provider, base_url)
+    model = model_for(prov, model)
     unique = unique_passages(passages)
     if isinstance(cached, (str, os.PathLike)):
         with QACache(cached) as cache:
             done = {p.sha256 for p in unique
-                    if question_key(p, n, model, prompt_version) in cache}
+                    if question_key(p, n, prov.key_model(model), prompt_version) in cache}
     else:
         done = set(cached or ())
     todo = [p for p in unique if p.sha256 not in done]
     tin = sum(request_tokens(p, n)[0] for p in todo)
     tout = sum(request_tokens(p, n)[1] for p in todo)
-    return Estimate(model=model, requests=len(todo), cached=len(unique) - len(todo),
-                    input_tokens=tin, output_tokens=tout,
-                    usd=cost_usd(model, tin, tout, batch=batch, price_per_mtok=price_per_mtok),
-                    batch=batch)
+    return Estimate(model=prov.key_model(model), requests=len(todo),
+                    cached=len(unique) - len(todo), input_tokens=tin, output_tokens=tout,
+                    usd=cost_usd(model, tin, tout, batch=batch, price_per_mtok=price_per_mtok,
+                                 provider=prov.name),
+                    batch=batch, price=prices_for(model, price_per_mtok, prov.name))
+
+
+def model_for(prov: Provider, model: str | None) -> str:
+    """The model asked: ``model``, or Claude Haiku on Anthropic; an OpenAI-compatible server's
+    model must be named."""
+    if model:
+        return model
+    if prov.openai:
+        raise QAConfigError(f"provider='openai' needs model= (--model): the name the server at "
+                            f"{prov.url} knows, e.g. gpt-4o-mini (OpenAI), "
+                            f"openai/gpt-4o-mini (OpenRouter) or llama3.1 (Ollama).")
+    return DEFAULT_MODEL
 
 
 # -- the entry point --------------------------------------------------------------------------
 
 def generate_questions(
         passages: Iterable[Passage], cache_path: str | os.PathLike | None = None, *, n: int = 2,
-        model: str = DEFAULT_MODEL, concurrency: int = 8, budget_usd: float | None = None,
+        model: str | None = None, concurrency: int = 8, budget_usd: float | None = None,
         source: str = "anthropic", client=None, progress: bool = True,
         prompt_version: str = PROMPT_VERSION, batch: bool = False, batch_wait: bool = True,
         local_model: tuple | None = None, timeout_s: float = 60.0, max_retries: int = 8,
         max_attempts: int = 3, retry_base_s: float = 1.0, retry_max_s: float = 60.0,
         poll_interval_s: float = 30.0, price_per_mtok: tuple[float, float] | None = None,
-        max_tokens: int | None = None) -> QAResult:
+        max_tokens: int | None = None, provider: str = "anthropic",
+        base_url: str | None = None) -> QAResult:
     """N questions per passage, from the cache when it has them, else from ``source``.
 
     ``client``: an ``anthropic.Anthropic`` to use (tests point one at a fake server); by default
@@ -138,7 +161,11 @@ def generate_questions(
     own retries off: 429, 529, 5xx, timeouts and connection errors are retried here
     (``max_retries`` times per passage, exponential backoff with jitter, ``retry-after``
     honoured). A malformed reply is asked again, ``max_attempts`` requests in all. A passage that
-    still fails is recorded in ``failed`` and the run goes on. ``batch=True`` uses the Message
+    still fails is recorded in ``failed`` and the run goes on. ``provider="openai"`` asks an
+    OpenAI-compatible server at ``base_url`` (default OPENAI_BASE_URL, else OpenAI) with
+    OPENAI_API_KEY (environment or ``.env``; any string for a local server), or the
+    ``openai.OpenAI`` passed as ``client``; replies are asked for by JSON schema where the
+    server takes one. ``batch=True`` uses the Message
     Batches API (half price, results within 24 h); ``batch_wait=False`` submits and returns,
     and a later call collects. ``budget_usd`` stops before the spend (from the replies' usage
     plus estimates of the requests in flight) would pass it.
@@ -153,21 +180,29 @@ def generate_questions(
         raise QAConfigError(f"budget_usd must be positive or None, got {budget_usd!r}.")
     if batch and source != "anthropic":
         raise QAConfigError("batch=True needs source='anthropic' (the Message Batches API).")
+    prov = choose(provider, base_url)
+    if source == "anthropic":
+        model = model_for(prov, model)
+    if batch and prov.openai:
+        raise QAConfigError("batch=True needs provider='anthropic': the OpenAI Batch API is not "
+                            "supported here. Leave batch off (requests run concurrently).")
     if source == "local" and (not isinstance(local_model, (tuple, list))
                               or len(local_model) not in (2, 3)):
         raise QAConfigError("source='local' needs local_model=(model, tokenizer) (or "
                             "(model, tokenizer, profile)), e.g. from helpers.runtime.loading.load_model().")
     if (source == "anthropic" and budget_usd is not None
-            and prices_for(model, price_per_mtok) is None):
+            and prices_for(model, price_per_mtok, prov.name) is None):
         raise QAConfigError(f"No list price known for model {model!r}, so budget_usd cannot be "
                             f"enforced: pass price_per_mtok=(input, output) in USD per million "
                             f"tokens (known: {', '.join(PRICES_USD_PER_MTOK)}).")
 
     unique = unique_passages(passages)
-    key_model = {"anthropic": model, "rule": RULE_MODEL,
+    key_model = {"anthropic": prov.key_model(model), "rule": RULE_MODEL,
                  "local": local_name(local_model) if source == "local" else ""}[source]
+    if source == "anthropic" and prov.openai:
+        source = "openai"                  # what the records and the summary say
     job = Job(n=n, model=key_model, prompt_version=prompt_version, source=source,
-              max_tokens=max_tokens or 0)
+              max_tokens=max_tokens or 0, api_model=model)
     cache_path = Path(cache_path) if cache_path is not None else default_cache_path()
     result = QAResult(source=source, model=key_model, prompt_version=prompt_version,
                       cache_path=str(cache_path))
@@ -177,8 +212,8 @@ def generate_questions(
         log.info("questions: %d passages, %d in the cache (%s), %d to ask (%s)", len(unique),
                  result.reused, cache_path, len(pending), source)
         api = None
-        if pending and source == "anthropic":
-            api = client_for(client, timeout_s)   # no key: a clear error, nothing spent
+        if pending and source in PROVIDERS:      # no key: a clear error, nothing spent
+            api = client_for(client, timeout_s) if batch else backend_for(client, prov, timeout_s)
         bar = progress_bar(len(pending), progress and bool(pending), f"questions ({source})")
         try:
             if pending and source == "rule":
@@ -194,7 +229,7 @@ def generate_questions(
                     max_attempts=max_attempts, retry_base_s=retry_base_s,
                     retry_max_s=retry_max_s, poll_interval_s=poll_interval_s,
                     batch_wait=batch_wait)
-                ledger = Ledger(model, prices_for(model, price_per_mtok), budget_usd,
+                ledger = Ledger(model, prices_for(model, price_per_mtok, prov.name), budget_usd,
                                 batch=batch)
                 runner = run_batch if batch else run_concurrent
                 try:
@@ -206,7 +241,7 @@ def generate_questions(
         finally:
             if bar is not None:
                 bar.close()
-        if source != "anthropic":
+        if source not in PROVIDERS:
             result.cost_usd = 0.0
         for p in unique:
             result.records.extend(cache.get(job.key(p)) or [])
@@ -263,10 +298,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="JSONL cache (default qa_dataset/<books folder>.questions.jsonl)")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--questions-per-passage", type=int, default=2)
-    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--model", default=None,
+                    help=f"the model that asks (default {DEFAULT_MODEL} on Anthropic; needed "
+                         f"with --provider openai)")
     ap.add_argument("--batch", action="store_true", help="Message Batches API (half price)")
     ap.add_argument("--budget-usd", type=float, default=None)
     ap.add_argument("--source", choices=SOURCES, default="anthropic")
+    ap.add_argument("--provider", choices=PROVIDERS, default="anthropic",
+                    help="which API asks (--source anthropic): anthropic (ANTHROPIC_API_KEY) or "
+                         "openai, any OpenAI-compatible server (OPENAI_API_KEY, --base-url)")
+    ap.add_argument("--base-url", default=None,
+                    help="the server's API root for --provider openai, e.g. "
+                         "http://localhost:11434/v1 (default OPENAI_BASE_URL, else OpenAI)")
     ap.add_argument("--local-model", default=None, help="model folder or hub id (--source local)")
     ap.add_argument("--estimate-only", action="store_true", help="print the estimate and stop")
     args = ap.parse_args(argv)
@@ -286,8 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no passages found in {books}", flush=True)
         return 2
     if args.source == "anthropic":
-        print(estimate(passages, args.questions_per_passage, args.model, cached=cache,
-                       batch=args.batch), flush=True)
+        try:
+            print(estimate(passages, args.questions_per_passage, args.model, cached=cache,
+                           batch=args.batch, provider=args.provider, base_url=args.base_url),
+                  flush=True)
+        except QAConfigError as e:
+            print(f"error: {e}", flush=True)
+            return 2
         if args.estimate_only:
             return 0
     local = None
@@ -302,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         result = generate_questions(
             passages, cache, n=args.questions_per_passage, model=args.model,
             concurrency=args.concurrency, budget_usd=args.budget_usd, source=args.source,
-            batch=args.batch, local_model=local, progress=True)
+            batch=args.batch, local_model=local, progress=True, provider=args.provider,
+            base_url=args.base_url)
     except QAConfigError as e:
         print(f"error: {e}", flush=True)
         return 2

@@ -91,9 +91,11 @@ class Job:
     prompt_version: str
     source: str
     max_tokens: int = 0
+    api_model: str = ""          # the model name sent (``model`` is the cache key's name)
 
     def __post_init__(self):
         self.max_tokens = self.max_tokens or 64 * self.n + 64
+        self.api_model = self.api_model or self.model
 
     def key(self, p: Passage) -> tuple:
         return question_key(p, self.n, self.model, self.prompt_version)
@@ -103,8 +105,14 @@ class Job:
 
     def params(self, p: Passage) -> dict[str, Any]:
         """Messages API parameters for one passage."""
-        return {"model": self.model, "max_tokens": self.max_tokens, "system": SYSTEM_PROMPT,
+        return {"model": self.api_model, "max_tokens": self.max_tokens, "system": SYSTEM_PROMPT,
                 "messages": [{"role": "user", "content": self.prompt(p)}]}
+
+    def schema(self) -> dict:
+        """The reply as a JSON schema (for servers that take one): exactly N questions."""
+        return {"type": "object", "additionalProperties": False, "required": ["questions"],
+                "properties": {"questions": {"type": "array", "items": {"type": "string"},
+                                             "minItems": self.n, "maxItems": self.n}}}
 
     def records(self, p: Passage, questions: Sequence[str], *, source: str | None = None,
                 usage: dict | None = None, attempts: int = 1, **extra) -> list[dict]:
