@@ -38,7 +38,10 @@ system_prompt: str = "persona"  # persona (the persona prompt for every model) o
 decoding: str = "greedy"  # greedy, or sampled with each family's recommended settings
 max_new_tokens: int = None  # answer length cap in tokens (None: the family's default)
 retention: bool = True  # also ask general questions whose answers should not change
-judge: bool = False  # ask Claude which answer sounds more like the persona (blind, both orders; needs ANTHROPIC_API_KEY)
+judge: bool = False  # ask a model which answer sounds more like the persona (blind, both orders; needs the judge_provider's key)
+judge_provider: str = "anthropic"  # anthropic (ANTHROPIC_API_KEY) or openai, any OpenAI-compatible server (OPENAI_API_KEY)
+judge_base_url: str = None  # API root for judge_provider openai, e.g. http://localhost:11434/v1 (None: OPENAI_BASE_URL, else OpenAI)
+judge_model: str = None  # the judge (None: Claude Haiku; with judge_provider openai name the server's model)
 judge_budget_usd: float = 1.0  # stop judging before spending more
 cache_dir: str = None  # per-variant results (None: comparison_cache_all_models in the project root)
 output_dir: str = None  # where the tables go (None: outputs/comparison-<Persona>, plus -smoke in smoke mode)
@@ -150,11 +153,13 @@ result.retention()
 
 # %%
 to_judge = llm_judge.pairs(result.answers(), result.prompts, result.bases(), missing_ok=True)
-print(llm_judge.estimate(to_judge, persona_name=persona.name, persona_description=persona.system_prompt))
+judge_api = dict(provider=judge_provider, base_url=judge_base_url, model=judge_model)
+print(llm_judge.estimate(to_judge, persona_name=persona.name, persona_description=persona.system_prompt,
+                         **judge_api))
 verdicts = None
 if judge and to_judge:
     verdicts = llm_judge.run(to_judge, persona_name=persona.name, persona_description=persona.system_prompt,
-                             budget_usd=judge_budget_usd, progress=True)
+                             budget_usd=judge_budget_usd, progress=True, **judge_api)
     print(verdicts.summary())
 verdicts.table() if verdicts else ("not run: judge=False" if not judge else "not run: nothing to judge")
 

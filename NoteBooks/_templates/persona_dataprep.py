@@ -30,6 +30,9 @@ persona_dir: str = "{{persona_dir}}"  # persona folder holding persona.toml (rel
 books: str = None  # folder of the persona's books (None: persona.toml's)
 sample_book: bool = None  # True: the project's sample book; None: only when the books folder is empty
 qa_source: str = None  # anthropic, local or rule (None: persona.toml's)
+qa_provider: str = "anthropic"  # the API of qa_source anthropic: anthropic (ANTHROPIC_API_KEY) or openai, any OpenAI-compatible server (OPENAI_API_KEY)
+qa_base_url: str = None  # API root for qa_provider openai, e.g. http://localhost:11434/v1 for Ollama (None: OPENAI_BASE_URL, else OpenAI)
+qa_model: str = None  # the model that asks (None: persona.toml's; with qa_provider openai name the server's model)
 questions_per_passage: int = None  # synthetic questions per passage (None: persona.toml's)
 budget_usd: float = None  # stop question generation before spending more (None: no cap)
 concurrency: int = None  # API requests in flight (None: persona.toml's)
@@ -53,7 +56,7 @@ from helpers.questions import generate as qa
 from helpers.data import recipes
 
 notebook.setup()
-persona = personas.load(persona_dir, books=books, qa_source=qa_source,
+persona = personas.load(persona_dir, books=books, qa_source=qa_source, qa_model=qa_model,
                         questions_per_passage=questions_per_passage, budget_usd=budget_usd,
                         concurrency=concurrency, words=words, overlap=overlap, min_words=min_words,
                         heldout_fraction=heldout_fraction, smoke=smoke)
@@ -102,7 +105,7 @@ dataprep.regions_table(split)
 # %%
 cache_path = out_folder / "questions.jsonl"
 estimate = qa.estimate(split.train, persona.data.questions_per_passage, persona.data.qa_model,
-                       cached=cache_path)
+                       cached=cache_path, provider=qa_provider, base_url=qa_base_url)
 print(estimate if persona.data.qa_source == "anthropic" else
       f"qa_source={persona.data.qa_source!r}: no API cost ({estimate.requests} passages to ask)")
 
@@ -110,7 +113,7 @@ print(estimate if persona.data.qa_source == "anthropic" else
 result = qa.generate_questions(
     split.train, cache_path, n=persona.data.questions_per_passage, model=persona.data.qa_model,
     concurrency=persona.data.concurrency, budget_usd=persona.data.budget_usd,
-    source=persona.data.qa_source,
+    source=persona.data.qa_source, provider=qa_provider, base_url=qa_base_url,
     local_model=dataprep.local_question_model(persona.data.qa_source, model, smoke))
 print(result.summary())
 
