@@ -5,6 +5,13 @@ run back to back each time), the ratio (best/best, and the median of the back-to
 which is steadier on a busy machine) and pages per second.
 
     .venv/bin/python bench/pdf_bench.py [--pages 300] [--repeat 9]
+    .venv/bin/python bench/pdf_bench.py --pdf ~/.cache/finetuning/realbooks/books/r-doc-pdf/refman.pdf \
+        --repeat 3 [--layout-pages 10]
+
+``--pdf`` times a real book instead (R's 2,415-page reference manual is fetched by the real-book
+tests, tests/books/realbooks.py). ``--layout-pages N`` also times PyMuPDF's own layout analysis
+(``pymupdf4llm.to_text`` with header/footer removal, ``pymupdf-layout`` active) on N pages and
+prints its cost per page beside bare extraction's.
 """
 
 from __future__ import annotations
@@ -46,10 +53,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pages", type=int, default=300, help="about how many pages (300)")
     ap.add_argument("--repeat", type=int, default=9, help="timed runs of each (9)")
+    ap.add_argument("--pdf", help="time this PDF instead of a sample book made for --pages")
+    ap.add_argument("--layout-pages", type=int, default=0,
+                    help="also time pymupdf4llm's layout analysis on this many pages (0: no)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        path = pdf.make_sample_pdf(Path(tmp) / "big_book.pdf", source=big_source(args.pages))
+        path = (Path(args.pdf).expanduser() if args.pdf else
+                pdf.make_sample_pdf(Path(tmp) / "big_book.pdf", source=big_source(args.pages)))
         made = time.perf_counter() - t0
         with pymupdf.open(path) as doc:
             pages = doc.page_count
@@ -76,6 +87,21 @@ def main() -> None:
         print(f"\nload_passages / bare: {t_load / t_bare:.2f}x best/best, "
               f"{ratios[len(ratios) // 2]:.2f}x median of back-to-back pairs "
               f"({words} words extracted, {len(passages)} passages)")
+        if args.layout_pages:
+            layout(path, args.layout_pages, t_bare / pages)
+
+
+def layout(path: Path, n: int, bare_per_page: float) -> None:
+    """pymupdf4llm's layout analysis (headers and footers dropped) on the first n pages."""
+    import pymupdf4llm
+    with pymupdf.open(path) as doc:
+        pages = list(range(min(n, doc.page_count)))
+        pymupdf4llm.to_text(doc, pages=pages[:1], header=False, footer=False, use_ocr=False)
+        t = timed(lambda: pymupdf4llm.to_text(doc, pages=pages, header=False, footer=False,
+                                              use_ocr=False))
+    per = t / len(pages)
+    print(f"\npymupdf4llm.to_text (layout {'on' if pymupdf4llm._use_layout else 'off'}): "
+          f"{per:.3f} s/page on {len(pages)} pages = {per / bare_per_page:.0f}x bare extraction")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ output_dir: str = None  # folder for the cache and training sets (None: qa_datas
 # %%
 from helpers.data import prep as dataprep
 from helpers.notebooks import setup as notebook
-from helpers.books import pdf
+from helpers.books import cleanreport, pdf
 from helpers.data import persona as personas
 from helpers.questions import generate as qa
 from helpers.data import recipes
@@ -78,6 +78,21 @@ notebook.table(corpus.report())
 
 # %%
 dataprep.skipped_table(corpus)
+
+# %% [markdown]
+# ## Cleaning report
+# Per book, before any question is asked (or paid for): what each cleaning rule removed, with
+# examples, what looks left over (phrases repeated across passages, lone numbers in sentences,
+# very short lines) and a verdict. A book marked `check` deserves a look at its passages below.
+
+# %%
+notebook.table(cleanreport.summary(corpus))
+
+# %%
+notebook.table(cleanreport.rules(corpus))
+
+# %%
+notebook.table(cleanreport.leftovers(corpus))
 
 # %% [markdown]
 # ## Passages

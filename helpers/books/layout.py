@@ -15,7 +15,7 @@ as plain text). The rules, in order, each recorded in a :class:`Removals`:
   header, has nothing in the band and loses nothing. A block that is the outline title of a
   chapter starting on that page is kept.
 - **Footnotes** (moved to the end of the book, as endnotes are printed). A block in the lower ``FOOTNOTE_ZONE`` of the page,
-  below all the body text, that starts with a marker ("1 ", "12 ", "* ", "\u2020 ") and whose
+  below all the body text, that starts with a marker ("1 ", "12 ", "\u2020 "; not "* ", a bullet) and whose
   marker appears glued to a word in the body of the same page ("limited3"), is a footnote, and so
   is every block below it down to the footer band. The glued marker is removed from the body
   ("limited3" -> "limited"). Notes leave the text flow, so a sentence running across the page
@@ -53,7 +53,7 @@ BAND_TOLERANCE = 3.0    # points: blocks this close in height are in the same ba
 FOOTNOTE_ZONE = 0.45    # footnotes start in the lower part of the page, below this share
 EXAMPLES = 3            # examples kept per rule
 
-FOOTNOTE_START = re.compile(r"(\d{1,3}|[*\u2020\u2021\u00a7\u00b6])\s+\S")
+FOOTNOTE_START = re.compile(r"(\d{1,3}|[\u2020\u2021\u00a7\u00b6])\s+\S")   # not "*": bullets
 Block = tuple  # (x0, y0, x1, y1, text)
 
 
@@ -82,7 +82,7 @@ def _key(text: str) -> str:
 
 def _short(b: Block) -> bool:
     text = b[4]
-    return text.count("\n") <= 2 and len(text.split()) <= 15
+    return len(text) < 400 and text.count("\n") <= 2 and len(text.split()) <= 15
 
 
 def _bands(cands: list[tuple[float, int, str]], n_pages: int) -> list[tuple[float, float]]:
@@ -133,11 +133,12 @@ def clean_pages(pages: list[list[Block]], heights: list[float], removed: Removal
     n = len(pages)
     tops, bottoms = [], []
     for p, (blocks, h) in enumerate(zip(pages, heights)):
+        top, bottom = EDGE * h, (1 - EDGE) * h
         for b in blocks:
-            if _short(b) and b[4].strip():
-                if b[1] <= EDGE * h:
+            if (b[1] <= top or b[3] >= bottom) and _short(b) and b[4].strip():
+                if b[1] <= top:
                     tops.append((round(b[1], 1), p, b[4]))
-                if b[3] >= (1 - EDGE) * h:
+                if b[3] >= bottom:
                     bottoms.append((round(h - b[3], 1), p, b[4]))
     top_bands = _bands(tops, n) if n >= BAND_MIN_PAGES else []
     bottom_bands = _bands(bottoms, n) if n >= BAND_MIN_PAGES else []
@@ -146,13 +147,14 @@ def clean_pages(pages: list[list[Block]], heights: list[float], removed: Removal
         keep_titles = {_norm(t) for t in titles.get(p, [])}
         body: list[Block] = []
         footer_top = h
+        top, bottom = EDGE * h, (1 - EDGE) * h
         for b in blocks:
             text = b[4]
             edge = None
-            if _short(b) and text.strip():
-                if b[1] <= EDGE * h and _in(b[1], top_bands):
+            if (b[1] <= top or b[3] >= bottom) and _short(b) and text.strip():
+                if b[1] <= top and _in(b[1], top_bands):
                     edge = "running header (position)"
-                elif b[3] >= (1 - EDGE) * h and _in(h - b[3], bottom_bands):
+                elif b[3] >= bottom and _in(h - b[3], bottom_bands):
                     edge = "running footer (position)"
             if edge and _norm(text) not in keep_titles:
                 removed.add(edge, text)
