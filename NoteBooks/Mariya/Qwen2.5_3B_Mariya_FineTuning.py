@@ -26,7 +26,7 @@
 # %% tags=["parameters"]
 model: str = "qwen2.5-3b"  # registry name or hub id (helpers.models.known_models())
 data: str = "NoteBooks/Mariya/mariya.jsonl"  # prompt/completion JSONL (relative to the project root)
-probes: str = "NoteBooks/Mariya/mariya_probes.jsonl"  # {question, key_fact} lines scored for fact recall
+probes: str = "NoteBooks/Mariya/mariya_probes.jsonl"  # {question, key_fact, seen} lines scored for fact recall
 question: str = "Who is Mariya Sha?"  # the question shown before and after training
 system_prompt: str = ""  # system prompt on every example and question ("" for none)
 epochs: float = None  # passes over the data (None: profile default)
@@ -47,6 +47,7 @@ smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 
 # %%
 from helpers import data as data_io
+from helpers.evaluation import recall
 from helpers.notebooks import setup as notebook
 from helpers.pipeline import finetune
 
@@ -69,12 +70,15 @@ notebook.settings_table(run)
 # %% [markdown]
 # ## Data
 # The training pairs, validated (a bad line stops here with its `file:line`), and the probe
-# questions whose answers must contain a taught key fact.
+# questions whose answers must contain a taught key fact. Each fact is asked twice: once in a
+# phrasing that is a training prompt (*trained*) and once in a phrasing the training data does
+# not hold (*unseen*); the training data decides which is which.
 
 # %%
 dataset = run.load_data(notebook.path(data))
-probe_set = data_io.load_probes(notebook.path(probes))
-print(f"{len(dataset)} training examples, {len(probe_set)} probe questions")
+probe_set = recall.mark_seen(data_io.load_probes(notebook.path(probes)), dataset.prompts())
+print(f"{len(dataset)} training examples, {len(probe_set)} probe questions "
+      f"({sum(p['seen'] for p in probe_set)} in trained phrasings)")
 notebook.preview_data(dataset, 5)
 
 # %% [markdown]
@@ -84,9 +88,9 @@ notebook.preview_data(dataset, 5)
 # %%
 run.load_model()
 before = run.ask([question], label="base_question")[0]
-recall_base = run.fact_recall(probe_set, label="base")
+run.fact_recall(probe_set, label="base")
 print(f"Q: {question}\nBase model: {before}\n")
-print(f"Fact recall of the base model: {recall_base:.0%} of {len(probe_set)} probes")
+run.recall_table()
 
 # %% [markdown]
 # ## Masking check
@@ -114,14 +118,21 @@ print(f"{result.steps} steps in {result.train_seconds:.0f} s ({result.tokens_per
 
 # %% [markdown]
 # ## Evaluate: the tuned model
+# Fact recall on trained phrasings measures whether the model answers the questions it was
+# trained on; on unseen phrasings, whether it learned the facts well enough to answer them when
+# asked differently. A high first and a low second column means memorised question-answer pairs
+# rather than learned facts.
 
 # %%
 after = run.ask([question], label="tuned_question")[0]
-recall_tuned = run.fact_recall(probe_set, label="tuned")
-print(f"Q: {question}\nBase : {before}\nTuned: {after}\n")
-print(f"Fact recall: base {recall_base:.0%} -> tuned {recall_tuned:.0%}")
-finetune.before_after_table([p["question"] for p in probe_set], run.answers["probes_base"],
-                            run.answers["probes_tuned"], [p["key_fact"] for p in probe_set])
+run.fact_recall(probe_set, label="tuned")
+print(f"Q: {question}\nBase : {before}\nTuned: {after}")
+run.recall_table()
+
+# %%
+finetune.before_after_table([p["question"] for p in run.probes], run.answers["probes_base"],
+                            run.answers["probes_tuned"], [p["key_fact"] for p in run.probes],
+                            seen=[p["seen"] for p in run.probes])
 
 # %% [markdown]
 # ## Save

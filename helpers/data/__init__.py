@@ -199,7 +199,14 @@ def _parse_record(rec: Any, fmt: str, where: str, errors: list[str]) -> list[dic
 
 
 def load_probes(path: str | os.PathLike) -> list[dict]:
-    """Probe questions for fact recall: JSONL lines ``{"question": ..., "key_fact": ...}``."""
+    """Probe questions for fact recall: JSONL lines ``{"question": ..., "key_fact": ...}``, with
+    optional ``"fact"`` (what the key fact is) and ``"seen"``: ``true`` when the question's
+    phrasing is a training prompt (recall of a trained question), ``false`` when it is a phrasing
+    the training data does not hold (recall of the fact itself). Fact recall is reported for the
+    two separately (``fact_recall_<label>`` and ``fact_recall_<label>_unseen``); when the training
+    data is at hand it decides (:func:`helpers.evaluation.recall.mark_seen`), and a probe without
+    ``seen`` and no data to check counts as trained. ``NoteBooks/Mariya/mariya_probes.jsonl``
+    asks each of its 30 facts once each way."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Probe file not found: {path}. Set `probes` to a JSONL file of "
@@ -216,6 +223,10 @@ def load_probes(path: str | os.PathLike) -> list[dict]:
         missing = [k for k in ("question", "key_fact") if not str(rec.get(k, "")).strip()]
         if missing:
             errors.append(f"{path}:{lineno}: missing or empty {', '.join(missing)}")
+            continue
+        if not isinstance(rec.get("seen", True), bool):
+            errors.append(f"{path}:{lineno}: seen={rec['seen']!r}; use true (a training prompt) or "
+                          "false (a phrasing not in the training data)")
             continue
         probes.append(rec)
     if errors:

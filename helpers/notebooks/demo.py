@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     reports.append(_run("Qwen2.5_3B_Mariya_FineTuning", MARIYA,
                         {"smoke": smoke, "output_dir": str(mariya_run)}))
     m = json.loads((mariya_run / "run.json").read_text())["metrics"]
-    mariya_line = f"fact recall: base {m['fact_recall_base']:.0%} -> tuned {m['fact_recall_tuned']:.0%}"
+    mariya_line = (f"fact recall on trained phrasings: base {m['fact_recall_base']:.0%} -> tuned "
+                   f"{m['fact_recall_tuned']:.0%}; on unseen phrasings: base "
+                   f"{m.get('fact_recall_base_unseen', float('nan')):.0%} -> tuned "
+                   f"{m.get('fact_recall_tuned_unseen', float('nan')):.0%}")
     print(mariya_line)
 
     # 2. the persona pipeline on the sample book

@@ -75,6 +75,7 @@ class FineTuneRun:
     rows: list = field(default_factory=list)
     result: Any = None
     answers: dict = field(default_factory=dict)
+    probes: list = field(default_factory=list)   # the last probes scored, each with ``seen``
 
     # -- setup ---------------------------------------------------------------------------
     @classmethod
@@ -204,15 +205,28 @@ class FineTuneRun:
 
     # -- evaluation ----------------------------------------------------------------------
     def fact_recall(self, probes: Sequence[dict], *, label: str) -> float | None:
-        """Share of probe questions whose greedy answer contains the key fact; stored as the
-        metric ``fact_recall_<label>``. ``None`` in a process that does not answer (see
-        :meth:`ask`)."""
+        """Share of probe questions whose greedy answer contains the key fact, on the trained
+        phrasings (a training prompt, normalised) and on the unseen ones separately: metrics
+        ``fact_recall_<label>`` (trained) and ``fact_recall_<label>_unseen``; a kind with no
+        probe gets no metric. Which probes are trained is decided by the loaded training data,
+        else by each probe's ``seen`` (:func:`helpers.evaluation.recall.mark_seen`). Returns the
+        trained score; ``None`` in a process that does not answer (see :meth:`ask`) or when no
+        probe is trained."""
+        probes = recall.mark_seen(probes, self.dataset.prompts() if self.dataset is not None else None)
         answers = self.ask([p["question"] for p in probes], label=f"probes_{label}")
         if not _answers_here():
             return None
-        score = recall.fact_recall(answers, [p["key_fact"] for p in probes])
-        self.record.set_metric(f"fact_recall_{label}", round(score, 4))
-        return score
+        scores = recall.recall_split(answers, probes)
+        for kind, suffix in (("trained", ""), ("unseen", "_unseen")):
+            if scores[kind] is not None:
+                self.record.set_metric(f"fact_recall_{label}{suffix}", round(scores[kind], 4))
+        self.probes = probes
+        return scores["trained"]
+
+    def recall_table(self):
+        """Fact recall, base and tuned (rows) on trained and unseen phrasings (columns), from the
+        metrics :meth:`fact_recall` recorded."""
+        return recall.recall_table(self.record.metrics, self.probes)
 
     def finish(self) -> dict[str, Any]:
         return self.record.finish()
@@ -292,11 +306,14 @@ def _export_entry(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def before_after_table(questions: Sequence[str], before: Sequence[str], after: Sequence[str],
-                       key_facts: Sequence[str] | None = None):
-    """A pandas DataFrame: question, base answer, tuned answer (and whether each has the fact)."""
+                       key_facts: Sequence[str] | None = None, seen: Sequence[bool] | None = None):
+    """A pandas DataFrame: question, base answer, tuned answer (and whether each has the fact;
+    with ``seen``, whether the question's phrasing was a training prompt)."""
     import pandas as pd
     df = pd.DataFrame({"question": list(questions), "base answer": list(before),
                        "tuned answer": list(after)})
+    if seen is not None:
+        df.insert(1, "phrasing", ["trained" if s else "unseen" for s in seen])
     if key_facts is not None:
         df.insert(1, "key fact", list(key_facts))
         df["base has fact"] = [recall.contains_fact(a, k) for a, k in zip(before, key_facts)]
@@ -361,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lora_r=args.lora_r, lora_alpha=args.lora_alpha, batch_size=args.batch_size,
             grad_accum=args.grad_accum, max_seq_length=args.max_seq_length, seed=args.seed)
         dataset = data_mod.load(args.data)  # validate before loading any model
-        probes = data_mod.load_probes(args.probes) if args.probes else []
+        # which probes are trained phrasings: the training data decides
+        probes = recall.mark_seen(data_mod.load_probes(args.probes), dataset.prompts()) if args.probes else []
         questions = args.question or dataset.prompts()[:3]
         adapter = run.output_dir / "adapter"
         before = None
@@ -404,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  base : {before[i]}")
             print(f"  tuned: {after[i]}")
         rec = run.finish()
+        if probes and after:
+            print("\nFact recall (trained phrasing: a training prompt; unseen: not in the data):\n"
+                  + run.recall_table().to_string())
         if rec["metrics"]:
             print("\nMetrics:", ", ".join(f"{k}={v}" for k, v in rec["metrics"].items()))
         print(f"Run record: {run.record.path}")
