@@ -8,10 +8,14 @@
 
 What happens to each book, in order:
 
-1. Text per page: PyMuPDF for PDF and EPUB; a TXT or Markdown file is one page, or several when
-   it has form-feed characters.
-2. Cleaning: control characters; running headers and footers (a line repeating at the top or the
-   bottom of pages, compared with digits removed); page numbers ("17", "xii", "Page 17", "- 17 -").
+1. Text per page: PyMuPDF text blocks for PDF; an EPUB by its spine and navigation (ebooklib,
+   one "page" per spine document); a TXT or Markdown file is one page, or several when it has
+   form-feed characters.
+2. Cleaning: for PDF first by position (``helpers.books.layout``: running header/footer bands,
+   footnotes moved to a "Notes" chapter after the last one, drop caps); then control characters;
+   running headers and footers (a line repeating at the top or the bottom of pages, compared
+   with digits removed); page numbers ("17", "xii", "Page 17", "- 17 -"). What each rule removed
+   is in ``BookInfo.removed`` (``helpers.books.cleanreport`` makes the per-book report).
 3. Headings: chapters from the PDF outline when it has one, else from heading lines ("# Title",
    "Chapter 3: ...", "CHAPTER THREE", "Prologue"). Heading lines leave the prose; each passage
    records the chapter it starts in.
