@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.models import standins
+from helpers.models import sizing, sources, standins
 from helpers.models.families import FAMILIES  # noqa: F401  (re-export)
 from helpers.models.families import MODEL_TYPE_TO_FAMILY as _MODEL_TYPE_TO_FAMILY
 from helpers.models.families import TEMPLATE_KWARGS as _TEMPLATE_KWARGS
@@ -58,6 +58,8 @@ class TrainDefaults:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
+    #: passes over the data derived from its size (``sizing.epochs_for``) unless ``epochs`` is set
+    epochs_from_data: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,27 @@ class ModelProfile:
     no_4bit_transformers: str = ""
     #: other hub ids that name this model (``get_profile``)
     aliases: tuple[str, ...] = ()
+    #: parameters (from the config's shapes; None where unknown)
+    params: int | None = None
+    #: why each default was chosen, for models whose defaults come from their size
+    reasons: dict = field(default_factory=dict)
+
+    def cpu_memory_gb(self) -> float:
+        """Peak memory for LoRA training without a GPU, where weights are held in 32 bits."""
+        if self.is_standin:
+            return 0.5
+        if self.params:
+            return sizing.training_memory_gb(self.params, 32)
+        return self.vram_gb_16bit * 2
 
     @property
     def needs_gpu(self) -> bool:
-        return not self.is_standin
+        """Whether this model is too big to train on this machine without a GPU (its 32-bit
+        estimate above 90% of the machine's memory)."""
+        if self.is_standin:
+            return False
+        machine = sizing.machine_memory_gb()
+        return not machine or self.cpu_memory_gb() > 0.9 * machine
 
     def loads_4bit(self, backend: str | None = None) -> bool:
         """Whether 4-bit loading works on ``backend`` (None: Unsloth's numbers, the default)."""
@@ -141,7 +160,7 @@ def _profile(**kw) -> ModelProfile:
 
 _REAL = [
     _profile(
-        name="gpt-oss-20b", display_name="GPT-OSS 20B", family="gpt-oss",
+        name="gpt-oss-20b", params=20_910_000_000, display_name="GPT-OSS 20B", family="gpt-oss",
         hub_id="openai/gpt-oss-20b", hub_id_4bit="unsloth/gpt-oss-20b-unsloth-bnb-4bit",
         max_seq_length=2048, load_in_4bit=True, vram_gb_4bit=14.0, vram_gb_16bit=44.0,
         lora=LoraDefaults(r=16, alpha=16, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
@@ -159,7 +178,7 @@ _REAL = [
             "expert parameters in 16 bits"),
     ),
     _profile(
-        name="qwen3-14b", display_name="Qwen3-14B", family="qwen3",
+        name="qwen3-14b", params=14_770_000_000, display_name="Qwen3-14B", family="qwen3",
         hub_id="Qwen/Qwen3-14B", hub_id_4bit="unsloth/Qwen3-14B-unsloth-bnb-4bit",
         max_seq_length=2048, load_in_4bit=True, vram_gb_4bit=13.5, vram_gb_16bit=34.0,
         lora=LoraDefaults(r=16, alpha=16),
@@ -167,7 +186,7 @@ _REAL = [
         inference=_QWEN3_CHAT, standin="tiny-qwen3",
     ),
     _profile(
-        name="qwen3-32b", display_name="Qwen3-32B", family="qwen3",
+        name="qwen3-32b", params=32_760_000_000, display_name="Qwen3-32B", family="qwen3",
         # Unsloth's loader remaps the dynamic quant unsloth/Qwen3-32B-unsloth-bnb-4bit to this one
         # ("32B dynamic quant is way too big", unsloth/models/loader_utils.py BAD_MAPPINGS): both
         # backends load the plain bnb-4bit repo
@@ -179,7 +198,7 @@ _REAL = [
         inference=_QWEN3_CHAT, fallbacks=("qwen3-30b-a3b", "qwen3-14b"), standin="tiny-qwen3",
     ),
     _profile(
-        name="qwen3-30b-a3b", display_name="Qwen3-30B-A3B (MoE)", family="qwen3",
+        name="qwen3-30b-a3b", params=30_530_000_000, display_name="Qwen3-30B-A3B (MoE)", family="qwen3",
         # Unsloth remaps unsloth/Qwen3-30B-A3B-bnb-4bit to the 16-bit unsloth/Qwen3-30B-A3B and
         # quantizes it while loading ("We rather do it on the fly", loader_utils.py BAD_MAPPINGS),
         # its experts too (unsloth_zoo temporary_patches/moe_utils_bnb4bit.py): 19 GB. Plain
@@ -195,13 +214,53 @@ _REAL = [
         inference=_QWEN3_CHAT, fallbacks=("qwen3-14b",), standin="tiny-qwen3",
     ),
     _profile(
-        name="qwen2.5-3b", display_name="Qwen2.5-3B-Instruct", family="qwen2.5",
+        name="qwen2.5-3b", params=3_090_000_000, display_name="Qwen2.5-3B-Instruct", family="qwen2.5",
         hub_id="Qwen/Qwen2.5-3B-Instruct", hub_id_4bit="unsloth/Qwen2.5-3B-Instruct-bnb-4bit",
         max_seq_length=512, load_in_4bit=False, vram_gb_4bit=4.0, vram_gb_16bit=9.0,
         lora=LoraDefaults(r=8, alpha=16, dropout=0.05, target_modules=("q_proj", "k_proj", "v_proj")),
         train=TrainDefaults(epochs=10, learning_rate=1e-3, batch_size=4, grad_accum=1),
         inference=_QWEN25_CHAT, standin="tiny-qwen2.5",
     ),
+]
+
+
+def sized_profile(*, name: str, display_name: str, family: str, params: int, hub_id: str | None,
+                  hub_id_4bit: str | None = None, max_seq_length: int = 1024,
+                  inference: InferenceDefaults | None = None, **kw) -> ModelProfile:
+    """A profile whose LoRA and training defaults come from the model's size
+    (:mod:`helpers.models.sizing`: the rules and their reasons), for small registry models and
+    for any model outside the registry."""
+    d = sizing.sized_defaults(params)
+    mem16 = sizing.training_memory_gb(params, 16)
+    return _profile(
+        name=name, display_name=display_name, family=family, hub_id=hub_id, hub_id_4bit=hub_id_4bit,
+        max_seq_length=max_seq_length, load_in_4bit=False, params=params, reasons=d.reasons,
+        vram_gb_4bit=sizing.training_memory_gb(params, 4), vram_gb_16bit=mem16,
+        lora=LoraDefaults(r=d.lora_r, alpha=d.lora_alpha),
+        train=TrainDefaults(epochs=3, learning_rate=d.learning_rate, batch_size=d.batch_size,
+                            grad_accum=d.grad_accum, warmup_ratio=d.warmup_ratio,
+                            epochs_from_data=True),
+        inference=inference or _FAMILY_INFERENCE[family], standin=STANDIN_FOR_FAMILY[family], **kw)
+
+
+_FAMILY_INFERENCE = {"qwen2.5": _QWEN25_CHAT, "qwen3": _QWEN3_CHAT, "gpt-oss": _GPT_OSS_CHAT}
+STANDIN_FOR_FAMILY = {"qwen2.5": "tiny-qwen2.5", "qwen3": "tiny-qwen3", "gpt-oss": "tiny-gpt-oss"}
+
+# Small real models that train without a GPU (a laptop's CPU or an Apple GPU): defaults from
+# their size. Parameter counts from their configs (sizing.parameter_count).
+_SMALL = [
+    sized_profile(name="qwen2.5-0.5b", display_name="Qwen2.5-0.5B-Instruct", family="qwen2.5",
+                  params=494_032_768, hub_id="Qwen/Qwen2.5-0.5B-Instruct",
+                  hub_id_4bit="unsloth/Qwen2.5-0.5B-Instruct-bnb-4bit"),
+    sized_profile(name="qwen2.5-1.5b", display_name="Qwen2.5-1.5B-Instruct", family="qwen2.5",
+                  params=1_543_714_304, hub_id="Qwen/Qwen2.5-1.5B-Instruct",
+                  hub_id_4bit="unsloth/Qwen2.5-1.5B-Instruct-bnb-4bit"),
+    sized_profile(name="qwen3-0.6b", display_name="Qwen3-0.6B", family="qwen3",
+                  params=596_049_920, hub_id="Qwen/Qwen3-0.6B",
+                  hub_id_4bit="unsloth/Qwen3-0.6B-unsloth-bnb-4bit"),
+    sized_profile(name="qwen3-1.7b", display_name="Qwen3-1.7B", family="qwen3",
+                  params=1_720_574_976, hub_id="Qwen/Qwen3-1.7B",
+                  hub_id_4bit="unsloth/Qwen3-1.7B-unsloth-bnb-4bit"),
 ]
 
 # Stand-ins: settings that make a few minutes of CPU training meaningful on a ~1M-parameter model.
@@ -229,7 +288,7 @@ _STANDINS = [
              inference=dataclasses.replace(_GPT_OSS_CHAT, max_new_tokens=64), is_standin=True),
 ]
 
-REGISTRY: dict[str, ModelProfile] = {p.name: p for p in _REAL + _STANDINS}
+REGISTRY: dict[str, ModelProfile] = {p.name: p for p in _REAL + _SMALL + _STANDINS}
 STANDIN_BY_FAMILY = {p.family: p.name for p in _STANDINS}
 
 
@@ -238,7 +297,10 @@ def known_models() -> list[str]:
 
 
 def get_profile(name: str) -> ModelProfile:
-    """The profile for a registry name or a hub id (case-insensitive).
+    """The profile for ``name``: a registry name or one of its hub ids (case-insensitive), a
+    local model folder (holding config.json), a ``.gguf`` file, or any other hub id (its config
+    read from the hub, or from the local Hugging Face cache offline). Models outside the
+    registry get defaults derived from their size (:func:`profile_for_config`).
 
     >>> get_profile("Qwen/Qwen2.5-3B-Instruct").name
     'qwen2.5-3b'
@@ -255,26 +317,58 @@ def get_profile(name: str) -> ModelProfile:
     path = Path(str(name)).expanduser()
     if (path / "config.json").is_file():
         return profile_for_folder(path)
+    if sources.is_gguf(name):
+        config = sources.gguf_config(path)
+        return profile_for_config(config, name=str(path), display_name=path.name,
+                                  source=str(path.resolve()))
+    if sources.looks_like_hub_id(str(name)):
+        config = sources.hub_config(str(name).strip())
+        return profile_for_config(config, name=str(name).strip(),
+                                  display_name=str(name).strip().split("/")[-1],
+                                  source=str(name).strip())
     raise UnknownModelError(
         f"Unknown model {name!r}. Known models: {', '.join(known_models())}. "
-        "Pass one of these names (or its hub id, or a local folder holding config.json) as "
-        "`model`; to add a model, add a ModelProfile to helpers/models.py.")
+        "Pass one of these names, a hub id (owner/name), a local folder holding config.json or "
+        "a .gguf file as `model`; to tune a model's defaults, add a ModelProfile to "
+        "helpers/models/__init__.py.")
 
 
-def profile_for_folder(path: str | os.PathLike) -> ModelProfile:
-    """A profile for a local model folder: the stand-in of its family with the folder's name."""
-    path = Path(path)
-    config = json.loads((path / "config.json").read_text())
+def _family_of(config: dict, where: str) -> str:
     model_type = config.get("model_type", "")
     family = _MODEL_TYPE_TO_FAMILY.get(model_type)
     if family is None:
         raise UnknownModelError(
-            f"{path}/config.json has model_type {model_type!r}, which no family here handles "
-            f"(known: {', '.join(sorted(_MODEL_TYPE_TO_FAMILY))}).")
-    base = REGISTRY[STANDIN_BY_FAMILY[family]]
-    big = config.get("hidden_size", 0) > 1024
-    return dataclasses.replace(base, name=str(path), display_name=path.name, hub_id=str(path),
-                               is_standin=not big)
+            f"{where} has model_type {model_type!r}, which no family here handles "
+            f"(known: {', '.join(sorted(_MODEL_TYPE_TO_FAMILY))}). A family needs a chat template "
+            "and a stand-in (helpers/models/families.py).")
+    return family
+
+
+#: below this many parameters a folder is taken for a stand-in (the stand-ins have about 1M;
+#: the smallest real chat models 135M and up)
+STANDIN_MAX_PARAMS = 20_000_000
+
+
+def profile_for_config(config: dict, *, name: str, display_name: str, source: str) -> ModelProfile:
+    """A profile for a model outside the registry, from its ``config.json``: the family from
+    ``model_type``, the size from its shapes, and LoRA/training defaults from the size
+    (:func:`sized_profile`). A model as small as the stand-ins gets the stand-in recipe."""
+    family = _family_of(config, name)
+    params = sizing.parameter_count(config)
+    if params < STANDIN_MAX_PARAMS:
+        base = REGISTRY[STANDIN_BY_FAMILY[family]]
+        return dataclasses.replace(base, name=name, display_name=display_name, hub_id=source,
+                                   params=params)
+    max_len = min(int(config.get("max_position_embeddings") or 2048), 2048)
+    return sized_profile(name=name, display_name=display_name, family=family, params=params,
+                         hub_id=source, max_seq_length=max_len)
+
+
+def profile_for_folder(path: str | os.PathLike) -> ModelProfile:
+    """A profile for a local model folder (see :func:`profile_for_config`)."""
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    return profile_for_config(config, name=str(path), display_name=path.name, source=str(path))
 
 
 def smoke_mode(smoke: bool | None = None) -> bool:
@@ -312,6 +406,8 @@ class ModelChoice:
         p = self.profile
         if p.is_standin and p.name in REGISTRY:
             return str(standins.ensure(p.name))
+        if p.hub_id and sources.is_gguf(p.hub_id):
+            return str(sources.gguf_folder(p.hub_id))
         if p.hub_id and Path(p.hub_id).is_dir():
             return p.hub_id
         four = p.load_in_4bit if load_in_4bit is None else bool(load_in_4bit)
@@ -345,16 +441,41 @@ def choose(model: str, smoke: bool | None = None) -> ModelChoice:
     return ModelChoice(requested=requested, profile=profile, smoke=use_smoke)
 
 
+def mps_available() -> bool:
+    """Whether an Apple-silicon GPU (Metal) can run torch here."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def device() -> str:
+    """Where training and generation run: an NVIDIA GPU ("cuda"), else an Apple GPU ("mps"),
+    else the CPU."""
+    if cuda_available():
+        return "cuda"
+    return "mps" if mps_available() else "cpu"
+
+
+SMALL_MODELS = ("qwen2.5-0.5b", "qwen3-0.6b", "qwen2.5-1.5b", "qwen3-1.7b")
+
+
 def require_gpu(choice: ModelChoice) -> None:
-    """Stop with a clear message when a full-size model is asked for without an NVIDIA GPU."""
+    """Without an NVIDIA GPU, stop with a clear message when the model is too big for this
+    machine's memory (its 32-bit estimate, :meth:`ModelProfile.needs_gpu`); a small model runs
+    on the Apple GPU or the CPU."""
     if not choice.profile.needs_gpu or cuda_available():
         return
     p = choice.profile
     raise GPURequiredError(
         f"{p.display_name} needs an NVIDIA GPU with about {p.vram_gb():.0f} GB of memory, and "
-        "none was found (torch.cuda.is_available() is False). To run this notebook on a CPU with "
+        "none was found (torch.cuda.is_available() is False); without one it would need about "
+        f"{p.cpu_memory_gb():.0f} GB of memory and this machine has "
+        f"{sizing.machine_memory_gb():.0f} GB. To run this notebook on a CPU with "
         f"the tiny {p.family} stand-in instead, use smoke mode: set FINETUNING_SMOKE=1 in the "
         "environment (FINETUNING_SMOKE=1 jupyter lab, or FINETUNING_SMOKE=1 jupyter nbconvert "
         "--to notebook --execute NOTEBOOK), or pass the papermill parameter "
-        "`-p smoke True`.")
-
+        "`-p smoke True`. A small real model trains without a GPU: "
+        f"`model` = {', '.join(SMALL_MODELS)}.")

@@ -253,6 +253,8 @@ def _load_transformers(source: str, profile: ModelProfile, four_bit: bool, dist:
     tokenizer = AutoTokenizer.from_pretrained(source)
     model, info = AutoModelForCausalLM.from_pretrained(source, output_loading_info=True, **kwargs)
     check_loading_info(info, source)
+    if not on_gpu and not dist.active and models.device() == "mps":
+        model.to("mps")  # an Apple GPU: the weights in its (unified) memory
     return model, tokenizer
 
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from helpers.models import ModelProfile
+from helpers.models import ModelProfile, sizing
 from helpers.runtime.distributed import DistributedError, world_size
 from helpers.runtime.loading import BACKENDS
 
@@ -78,3 +78,19 @@ def resolve_config(profile: ModelProfile, **overrides) -> TrainConfig:
             "trains on one GPU only. Use backend='transformers' (--backend transformers) under "
             "accelerate launch, or run in one process (python -m helpers.finetune ...) for Unsloth.")
     return cfg
+
+
+def epochs_from_data(cfg: TrainConfig, profile: ModelProfile, n_examples: int,
+                     epochs_set: bool) -> tuple[TrainConfig, str | None]:
+    """For a profile whose epochs come from the data (``TrainDefaults.epochs_from_data``: small
+    registry models and any model outside the registry), the passes over ``n_examples`` that give
+    about :data:`helpers.models.sizing.TARGET_STEPS` optimizer steps, with the reason; ``cfg``
+    unchanged when ``epochs`` was set explicitly (``epochs_set``) or the profile fixes it."""
+    if epochs_set or not profile.train.epochs_from_data:
+        return cfg, None
+    epochs = sizing.epochs_for(n_examples, cfg.batch_size, cfg.grad_accum)
+    steps = -(-n_examples // (cfg.batch_size * cfg.grad_accum)) * epochs
+    why = (f"epochs={epochs} from the data: {n_examples} examples, {cfg.batch_size * cfg.grad_accum} "
+           f"per step, about {steps} steps (aiming at {sizing.TARGET_STEPS}, {sizing.MAX_EPOCHS} "
+           "passes at most); set `epochs` to override")
+    return dataclasses.replace(cfg, epochs=epochs), why

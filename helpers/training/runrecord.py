@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from helpers import __version__
+from helpers import __version__, models
 from helpers.core import clock
 from helpers.core.files import write_json
 
@@ -62,7 +62,9 @@ def hardware() -> dict[str, Any]:
             info["gpu"] = {"name": props.name, "memory_gb": round(total / 1e9, 1),
                            "free_gb_at_start": round(free / 1e9, 1),
                            "count": torch.cuda.device_count()}
-    info["device"] = info["gpu"]["name"] if info["gpu"] else f"CPU ({info.get('cpu') or 'unknown'})"
+    mps = info["gpu"] is None and "torch" in sys.modules and models.mps_available()
+    info["device"] = (info["gpu"]["name"] if info["gpu"] else "Apple GPU (mps)" if mps
+                      else f"CPU ({info.get('cpu') or 'unknown'})")
     return info
 
 
@@ -143,7 +145,8 @@ class RunRecord:
         self.data["finished"] = clock.now()
         self.data["wall_seconds"] = round(time.time() - self._t0, 1)
         if self.data["status"] == "running":
-            self.data["status"] = "finished"
+            # a run stopped as diverged is not a success (helpers.training.divergence)
+            self.data["status"] = "diverged" if self.data["train"].get("diverged") else "finished"
         self.data["memory"] = peak_memory()
         self.save()
         return self.data
@@ -156,7 +159,7 @@ class RunRecord:
         d = self.data
         row = {"run": d["name"], "model": d["model"].get("profile"), "device": d["hardware"]["device"],
                "backend": d["train"].get("backend"), "steps": d["train"].get("steps"),
-               "final_loss": d["train"].get("final_loss"),
+               "final_loss": d["train"].get("final_loss"), "status": d["status"],
                "train_seconds": d["train"].get("train_seconds"),
                "peak_rss_gb": d["memory"].get("peak_rss_gb"),
                "peak_vram_gb": d["memory"].get("peak_vram_gb")}

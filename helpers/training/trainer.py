@@ -51,7 +51,7 @@ from helpers.runtime.loading import (  # noqa: F401  (re-exports)
     select_backend,
     unsloth_available,
 )
-from helpers.training import trl_compat
+from helpers.training import divergence, trl_compat
 from helpers.training.config import TrainConfig, resolve_config  # noqa: F401  (resolve_config: re-export)
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ class TrainResult:
     real_token_share: float = 1.0   # real tokens / tokens the model processed (padding included)
     world_size: int = 1             # processes that trained together
     distributed_type: str = "NO"    # accelerate's DistributedType: NO, MULTI_GPU, MULTI_CPU, FSDP, DEEPSPEED
+    diverged: dict | None = None    # why training was stopped as diverged (helpers.training.divergence)
+    device: str = "cpu"             # where it trained: cuda, mps or cpu
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "train_seconds": round(self.train_seconds, 1),
@@ -109,6 +111,7 @@ class TrainResult:
                 "resumed_from": self.resumed_from, "stopped_early": self.stopped_early,
                 "real_token_share": round(self.real_token_share, 4),
                 "world_size": self.world_size, "distributed_type": self.distributed_type,
+                "diverged": self.diverged, "device": self.device,
                 "adapter_dir": str(self.adapter_dir)}
 
 
@@ -330,7 +333,7 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         remove_unused_columns=False,
         bf16=use_bf16,
         fp16=torch.cuda.is_available() and not use_bf16,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=models.device() == "cpu",  # an Apple GPU (mps) trains there
         dataloader_num_workers=0,
         disable_tqdm=True,
         optim="adamw_torch",
@@ -341,7 +344,8 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
     recorder = _loss_recorder()
-    cbs = [recorder, *callbacks]
+    watch = divergence.DivergenceWatch()
+    cbs = [recorder, divergence.divergence_callback(watch, cfg.learning_rate), *callbacks]
     if on_log is not None:
         class _Forward(TrainerCallback):
             def on_log(self, a, state, control, logs=None, **kw):
@@ -413,5 +417,6 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
                        eval_history=recorder.eval_history,
                        resumed_from=str(resume_from) if resume_from else None,
                        real_token_share=collator.real_tokens / max(collator.processed_tokens, 1),
-                       world_size=world, distributed_type=kind,
+                       world_size=world, distributed_type=kind, diverged=watch.event,
+                       device=str(trainer.args.device.type),
                        stopped_early=out.global_step < trainer.state.max_steps)
