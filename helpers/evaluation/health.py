@@ -1,0 +1,55 @@
+"""Is the tuned model still whole? Collapsed answers, and general knowledge kept after tuning.
+
+A learning rate far too high can leave a model that answers every question with one syllable,
+repeated, or with nothing; and fine-tuning on a narrow set can make a model forget what it knew.
+Neither shows in a fact-recall score alone, so the report checks both:
+
+- :func:`collapsed` flags an answer that is empty or mostly one short piece repeated;
+- :data:`GENERAL_PROBES` are ten questions any chat model of 0.5B parameters and up answers
+  (each with a one-word key fact); recall on them is measured before and after tuning
+  (``general_knowledge_base`` / ``general_knowledge_tuned``). The stand-ins know none of them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+#: general-knowledge questions with the word a right answer contains
+GENERAL_PROBES: tuple[dict, ...] = (
+    {"question": "What is the capital of France?", "key_fact": "Paris"},
+    {"question": "Who wrote Romeo and Juliet?", "key_fact": "Shakespeare"},
+    {"question": "Which planet is known as the Red Planet?", "key_fact": "Mars"},
+    {"question": "What is the largest ocean on Earth?", "key_fact": "Pacific"},
+    {"question": "In which country are the pyramids of Giza?", "key_fact": "Egypt"},
+    {"question": "Which language is mainly spoken in Brazil?", "key_fact": "Portuguese"},
+    {"question": "Who painted the Mona Lisa?", "key_fact": "Leonardo"},
+    {"question": "What is the tallest mountain in the world?", "key_fact": "Everest"},
+    {"question": "What is the chemical symbol for gold?", "key_fact": "Au"},
+    {"question": "What is the largest planet in our solar system?", "key_fact": "Jupiter"},
+)
+
+#: a piece of up to 12 characters repeated at least 4 more times
+_REPEAT = re.compile(r"(.{1,12}?)\1{4,}", re.DOTALL)
+#: share of the answer one repeated piece must cover to count as collapsed
+COLLAPSE_SHARE = 0.6
+
+
+def collapsed(answer: str) -> str | None:
+    """Why ``answer`` looks collapsed ("empty", or "'iah' repeated"), else None.
+
+    >>> collapsed("iahiahiahiahiahiahiah"), collapsed("Paris is the capital of France.")
+    ("'iah' repeated", None)
+    """
+    text = answer.strip()
+    if not text:
+        return "empty"
+    longest = max(_REPEAT.finditer(text), key=lambda m: len(m.group(0)), default=None)
+    if longest is not None and len(longest.group(0)) >= COLLAPSE_SHARE * len(text):
+        return f"{longest.group(1)!r} repeated"
+    return None
+
+
+def collapsed_share(answers: Sequence[str]) -> float:
+    """The share of ``answers`` that :func:`collapsed` flags."""
+    return sum(collapsed(a) is not None for a in answers) / len(answers) if answers else 0.0
