@@ -1,8 +1,12 @@
 """The question cache behind ``helpers.qa``: an append-only JSONL file that survives crashes.
 
 One line per question. The lines made by one request (a *group*: the N questions of a passage)
-share a ``group`` id and carry ``group_size``, and go to the file in one ``write`` followed by
-``fsync``, so a crash (SIGKILL included) leaves at most one torn group, always at the end. Opening
+share a ``group`` id and carry ``group_size``, and go to the file in one ``write``, so a crash
+(SIGKILL included) leaves at most one torn group, always at the end. ``append`` fsyncs before it
+returns; ``append(..., wait=False)`` (the request engine's) leaves the fsync to a background
+thread that syncs whatever was written since its last one (a killed process loses nothing
+written: the kernel has it; a machine crash may lose the last milliseconds), and ``flush`` /
+``close`` wait for it, so no request waits for the disk. Opening
 the cache repairs that: a last line without its newline or that is not JSON, and any incomplete
 group before it at the end of the file, are cut off with a warning (their passage is asked
 again). Nothing else in the file is ever rewritten.
@@ -47,6 +51,9 @@ class QACache:
         self.repaired_bytes = 0       # bytes cut from the end by the last open()
         self.unreadable_lines = 0     # bad lines in the middle of the file (kept, ignored)
         self.duplicate_groups = 0     # complete groups whose key was already there (ignored)
+        self._dirty = threading.Event()   # written since the background fsync last ran
+        self._syncer: threading.Thread | None = None
+        self._closing = False
 
     # -- reading and repair -----------------------------------------------------------------
     def open(self) -> "QACache":
@@ -150,8 +157,9 @@ class QACache:
             return [r for recs in self._groups.values() for r in recs]
 
     # -- writing ----------------------------------------------------------------------------
-    def append(self, records: list[dict]) -> None:
-        """Writes one group (all lines in a single write), then fsyncs; returns once durable."""
+    def append(self, records: list[dict], *, wait: bool = True) -> None:
+        """Writes one group (all lines in a single write), then fsyncs; returns once durable
+        (``wait=False``: once written, the fsync follows on a background thread)."""
         if not self._opened:
             raise RuntimeError("QACache.open() first")
         if not records:
@@ -171,9 +179,37 @@ class QACache:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             key = record_key(records[0])
             self._groups.setdefault(key, sorted(records, key=lambda r: int(r.get("q_index", 0))))
-        os.fsync(self._fd)
+            if not wait and self._syncer is None:
+                self._closing = False
+                self._syncer = threading.Thread(target=self._sync_loop, daemon=True,
+                                                name="qa-cache-fsync")
+                self._syncer.start()
+        if wait:
+            os.fsync(self._fd)
+        else:
+            self._dirty.set()
+
+    def _sync_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            if self._closing:
+                return
+            self._dirty.clear()
+            os.fsync(self._fd)
+
+    def flush(self) -> None:
+        """Waits until everything written is on disk (stops the background fsync thread)."""
+        if self._syncer is not None:
+            self._closing = True
+            self._dirty.set()
+            self._syncer.join()
+            self._syncer = None
+            self._dirty.clear()
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def close(self) -> None:
+        self.flush()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -286,7 +286,9 @@ class Run:
             return
 
     def result_records(self, task: Task, parsed, usage: dict, attempts: int) -> None:
-        self.cache.append(task.records(parsed, usage, attempts))
+        # written before the next request (a killed process loses nothing); the fsync runs on
+        # the cache's background thread, and run_tasks waits for it before returning
+        self.cache.append(task.records(parsed, usage, attempts), wait=False)
         self.done(task)
 
 
@@ -326,6 +328,8 @@ def run_tasks(tasks: list[Task], cache: QACache, client, ledger: Ledger, setting
         for t in threads:
             t.join()
         raise
+    finally:
+        cache.flush()
     if run.errors:
         raise run.errors[0]
     if run.fatal:
