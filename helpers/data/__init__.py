@@ -121,6 +121,12 @@ def load(path: str | os.PathLike, *, system_prompt: str | None = None,
         raise DataError(f"{path}: the file has no records. Each line should be a JSON object "
                         'like {"prompt": "...", "completion": "..."} or {"messages": [...]}.')
     fmt = _detect_format(records)
+    if any(isinstance(r, dict) and "raw_prompt" in r for _, r in records[:1]):
+        raise DataError(f"{path} holds raw-text fill-in-the-middle records (raw_prompt/"
+                        "raw_completion, from helpers.data.fim with FIM tokens), which train "
+                        "without a chat template: tokenize them with "
+                        "helpers.training.masks.tokenize_raw_dataset, or make chat examples "
+                        "instead (`python -m helpers.data.convert fim REPO --style chat`).")
     conversations, lines, seen = [], [], {}
     warnings: list[str] = []
     for lineno, rec in records:

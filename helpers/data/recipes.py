@@ -163,9 +163,10 @@ def _key_text(conv: list[dict]) -> str:
     return "\n".join(m["content"] for m in conv if m["role"] != "system")
 
 
-def dedupe(convs: Sequence[list[dict]], near: float = 0.85) -> tuple[list[list[dict]], dict[str, int]]:
+def dedupe(convs: Sequence[list[dict]], near: float | None = 0.85) -> tuple[list[list[dict]], dict[str, int]]:
     """Drop exact duplicates (same text after normalising case, spaces and punctuation) and near
-    duplicates (Jaccard similarity of word 5-grams >= ``near``); the first copy is kept."""
+    duplicates (Jaccard similarity of word 5-grams >= ``near``; ``None`` keeps them); the first
+    copy is kept."""
     seen_exact: set[str] = set()
     kept: list[list[dict]] = []
     kept_sh: list[set[int]] = []
@@ -176,6 +177,10 @@ def dedupe(convs: Sequence[list[dict]], near: float = 0.85) -> tuple[list[list[d
         key = hashlib.sha256(_norm(text).encode()).hexdigest()
         if key in seen_exact:
             exact += 1
+            continue
+        if near is None:
+            seen_exact.add(key)
+            kept.append(conv)
             continue
         sh = _shingles(text)
         candidates: dict[int, int] = {}

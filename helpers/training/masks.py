@@ -417,3 +417,44 @@ def tokenize_dataset(tokenizer, conversations: Iterable[Sequence[dict]], *, max_
              "trained_share": round(report.trained_share, 4),
              "max_tokens": max((len(r["input_ids"]) for r in rows), default=0)}
     return rows, stats
+
+
+def tokenize_raw(tokenizer, prompt: str, completion: str, *,
+                 special_tokens: Sequence[str] = ()) -> dict[str, list[int]]:
+    """Token ids and labels for a raw-text example, no chat template (fill-in-the-middle records
+    from :mod:`helpers.data.fim`): the prompt and the completion are tokenized apart and joined,
+    and only the completion's tokens are labelled. Each of ``special_tokens`` (the FIM tokens the
+    record was made with) must be one token of this tokenizer."""
+    name = getattr(tokenizer, "name_or_path", "?")
+    vocab = tokenizer.get_vocab()
+    for t in special_tokens:
+        if t not in vocab or tokenizer(t, add_special_tokens=False)["input_ids"] != [vocab[t]]:
+            raise MaskingError(
+                f"The tokenizer of {name} has no single token {t!r}, which this raw example was "
+                "made with: it was made for another model family. Rebuild the examples for this "
+                "model (`python -m helpers.data.convert fim REPO --model <this model>`), which "
+                "falls back to chat examples where the tokenizer has no FIM tokens.")
+    p_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    c_ids = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+    return {"input_ids": p_ids + c_ids, "labels": [IGNORE_INDEX] * len(p_ids) + c_ids}
+
+
+def tokenize_raw_dataset(tokenizer, records: Iterable[dict], *, max_seq_length: int,
+                         model: str = "?") -> tuple[list[dict], dict[str, Any]]:
+    """:func:`tokenize_raw` over ``{"raw_prompt", "raw_completion", "special_tokens"}`` records,
+    truncated to ``max_seq_length`` (counted) and checked by :func:`check_masks`."""
+    rows, truncated = [], 0
+    for i, rec in enumerate(records):
+        try:
+            row = tokenize_raw(tokenizer, rec["raw_prompt"], rec["raw_completion"],
+                               special_tokens=rec.get("special_tokens", ()))
+        except MaskingError as e:
+            raise MaskingError(f"Example {i} for model {model}: {e}") from e
+        if len(row["input_ids"]) > max_seq_length:
+            truncated += 1
+            row = {k: v[:max_seq_length] for k, v in row.items()}
+        rows.append(row)
+    report = check_masks(rows, model=model, tokenizer=tokenizer)
+    return rows, {"examples": len(rows), "truncated": truncated, "tokens": report.tokens,
+                  "trained_tokens": report.trained_tokens,
+                  "trained_share": round(report.trained_share, 4)}
