@@ -37,6 +37,7 @@ sample_book: bool = None  # True: the project's sample book; None: only when the
 system_prompt: str = "persona"  # persona (the persona prompt for every model) or none (no system prompt for any)
 decoding: str = "greedy"  # greedy, or sampled with each family's recommended settings
 max_new_tokens: int = None  # answer length cap in tokens (None: the family's default)
+trained_questions: int = 4  # also ask this many V2 training questions verbatim (trained phrasing); only the phrasing table uses them
 retention: bool = True  # also ask general questions whose answers should not change
 judge: bool = False  # ask a model which answer sounds more like the persona (blind, both orders; needs the judge_provider's key)
 judge_provider: str = "anthropic"  # anthropic (ANTHROPIC_API_KEY) or openai, any OpenAI-compatible server (OPENAI_API_KEY)
@@ -57,6 +58,7 @@ from helpers.data import prep as dataprep
 from helpers.notebooks import setup as notebook
 from helpers.data import persona as personas
 from helpers.evaluation import judge as llm_judge
+from helpers.evaluation import phrasing
 
 notebook.setup()
 notebook.environment()
@@ -74,6 +76,8 @@ sets = dataprep.training_sets(persona, "v1", sample_book=sample_book, smoke=smok
                               folder=notebook.path(data_dir))
 texts = compare.Texts.from_sets(sets.folder)
 print(f"{len(texts.heldout)} held-out passages, {len(texts.training)} training passages, from {sets.folder}")
+v2_prompts = phrasing.training_prompts(sets.files["v2"])
+trained = phrasing.trained_sample(v2_prompts, trained_questions, exclude=persona.comparison_prompts)
 notebook.table([{"prompt": p} for p in persona.comparison_prompts])
 
 # %% [markdown]
@@ -85,7 +89,8 @@ chosen = compare.variants(persona, list(variants) + list(runs), smoke=smoke)
 settings = compare.Settings(system_prompt=system_prompt, decoding=decoding,
                             max_new_tokens=max_new_tokens, retention=retention)
 result = compare.run(chosen, prompts=persona.comparison_prompts, persona_prompt=persona.system_prompt,
-                     texts=texts, settings=settings, cache_dir=notebook.path(cache_dir), on_event=print)
+                     texts=texts, settings=settings, cache_dir=notebook.path(cache_dir), on_event=print,
+                     trained_prompts=trained)
 result.variants_table()
 
 # %% [markdown]
@@ -118,6 +123,18 @@ compare_plots.progression(summary, "tfidf")
 
 # %%
 compare_plots.radar(summary, ["tfidf", "delta", "type_token_ratio", "ngram_overlap", "perplexity"])
+
+# %% [markdown]
+# ## Trained and unseen phrasings
+# The prompts above are checked against each run's training set and are normally *unseen*. The
+# `trained_questions` V2 training questions, asked verbatim and left out of every other table,
+# are *trained* phrasings for a run whose training set holds them (a V1 run trained on other
+# prompts, so for it they are unseen; for a base model the V2 set decides). Each metric on trained phrasings, then on unseen ones
+# (`_unseen`): a tuned model that copies its training answers (`ngram_overlap`,
+# `longest_copy_share`) on trained phrasings but not on unseen ones recites what it memorised.
+
+# %%
+phrasing.comparison_split(result, v2_prompts)
 
 # %% [markdown]
 # ## Answers

@@ -37,6 +37,7 @@ batch_size: int = None  # sequences per step (None: persona.toml [train], else t
 grad_accum: int = None  # gradient accumulation steps (None: persona.toml [train], else the profile default)
 seed: int = 42  # random seed for LoRA init and data order
 backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth or transformers
+trained_questions: int = 4  # also ask this many training-set questions verbatim (trained phrasing) beside the persona's own (unseen)
 auto: bool = True  # choose 4-bit or 16-bit, batch x accumulation, checkpointing and max length from free memory and the data; explicit values above win
 export: list = []  # also export after training: adapter, merged, gguf (each reloaded and asked a question)
 fallback: bool = True  # on out-of-memory step down (shorter sequences, batch 1, lighter models); False stops and says what to set
@@ -48,6 +49,7 @@ smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 
 # %%
 from helpers.training import autoconfig
+from helpers.evaluation import phrasing
 from helpers.data import prep as dataprep
 from helpers.pipeline import finetune
 from helpers.runtime import memory
@@ -95,6 +97,7 @@ run = finetune.FineTuneRun.start(
     backend=backend, **settings)
 dataset = run.load_data(sets.files[recipe], allow_duplicates=True)  # V1 prompts rotate by design
 print(f"{len(dataset)} {recipe.upper()} examples from {sets.files[recipe]}")
+questions = phrasing.with_trained(persona.questions, dataset.prompts(), trained_questions)
 notebook.settings_table(run)
 
 # %%
@@ -109,7 +112,7 @@ notebook.preview_data(dataset, 3)
 # %%
 print(memory.preload_check(run.choice, run.cfg.load_in_4bit, backend=loading.select_backend(run.cfg.backend)).message)
 before = memory.memory_snapshot()
-outcome = run.train_with_fallback((), persona.questions, automatic=fallback,
+outcome = run.train_with_fallback((), questions, automatic=fallback,
                                   on_step=lambda e: print(ladder.format_event(e)))
 print(memory.format_snapshot(memory.memory_snapshot(), before))
 print(f"Trained: {outcome.rung.describe()}; {outcome.result.steps} steps in "
@@ -126,9 +129,18 @@ print("Rendered:\n" + example["rendered"][:1500] + "\n\nTrained:\n" + example["t
 
 # %% [markdown]
 # ## Evaluate: the same questions before and after
+# The persona's questions are not in the training set (*unseen* phrasing); the last
+# `trained_questions` are training questions asked verbatim (*trained*). `ngram_overlap` is the
+# share of an answer's 8-word runs copied from the training answers: high on trained phrasings
+# but low on unseen ones means the model recites what it was trained on for those questions, not
+# that it learned to answer new ones as the persona.
 
 # %%
-finetune.before_after_table(persona.questions, run.answers["base_question"], run.answers["tuned_question"])
+run.phrasing_split(questions)
+
+# %%
+finetune.before_after_table(questions, run.answers["base_question"], run.answers["tuned_question"],
+                            seen=run.trained_phrasing(questions))
 
 # %% [markdown]
 # ## Save

@@ -217,15 +217,16 @@ def leaked(variant: Variant, texts: Texts) -> int | None:
 
 # -- cache key ---------------------------------------------------------------------------------
 def fingerprint(variant: Variant, settings: Settings, prompts: Sequence[str],
-                system_prompt: str | None, texts: Texts) -> dict[str, Any]:
+                system_prompt: str | None, texts: Texts, trained_prompts: Sequence[str] = ()) -> dict[str, Any]:
     """Everything a variant's cached result depends on."""
     choice = models.choose(variant.model, variant.smoke)
+    extra = {"trained_prompts": list(trained_prompts)} if trained_prompts else {}  # older keys stay valid
     return {"variant": variant.name, "model": choice.profile.name, "source": choice.source(),
             "adapter": compare_cache.adapter_checksum(variant.adapter),
             "prompts": list(prompts), "system_prompt": system_prompt,
             "settings": asdict(settings), "heldout": texts.sha(),
             "training_passages": len(texts.training), "metrics_version": METRICS_VERSION,
-            "general_questions": list(GENERAL_QUESTIONS) if settings.retention else []}
+            "general_questions": list(GENERAL_QUESTIONS) if settings.retention else [], **extra}
 
 
 # -- one variant -------------------------------------------------------------------------------
@@ -241,8 +242,11 @@ def _plain(x: Any) -> Any:
 
 
 def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | None,
-             settings: Settings, texts: Texts, index: "metrics.MemorisationIndex") -> dict[str, Any]:
-    """Load, generate, score and free one variant; returns its plain-data result."""
+             settings: Settings, texts: Texts, index: "metrics.MemorisationIndex",
+             trained_prompts: Sequence[str] = ()) -> dict[str, Any]:
+    """Load, generate, score and free one variant; returns its plain-data result. The answers to
+    ``trained_prompts`` (training questions asked verbatim) are kept apart from the others, for
+    :func:`helpers.evaluation.phrasing.comparison_split` only."""
     choice = models.choose(variant.model, variant.smoke)
     seconds: dict[str, float] = {}
     t0 = time.time()
@@ -253,7 +257,9 @@ def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | N
         raw: list[str] = []
         kw = dict(system_prompt=system_prompt, greedy=settings.decoding == "greedy",
                   max_new_tokens=settings.max_new_tokens, seed=settings.seed)
-        answers = answer(model, tokenizer, list(prompts), choice.profile, raw=raw, **kw)
+        answers = answer(model, tokenizer, list(prompts) + list(trained_prompts), choice.profile, raw=raw, **kw)
+        answers, trained_answers = answers[:len(prompts)], answers[len(prompts):]
+        del raw[len(prompts):]
         general = (answer(model, tokenizer, list(GENERAL_QUESTIONS), choice.profile, **kw)
                    if settings.retention else [])
         seconds["generate"] = time.time() - t0
@@ -266,11 +272,14 @@ def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | N
         memory.free_memory()
     t0 = time.time()
     scores = metrics.score_answers(answers, author_passages=texts.training, index=index)
+    trained = ({"trained_prompts": list(trained_prompts), "trained_answers": trained_answers,
+                "trained_scores": metrics.score_answers(trained_answers, author_passages=texts.training,
+                                                        index=index)} if trained_prompts else {})
     seconds["score"] = time.time() - t0
     return _plain({"variant": {**asdict(variant), "run_dir": str(variant.run_dir or "")},
                    "ran_as": choice.describe(), "prompts": list(prompts), "answers": answers,
                    "raw": raw, "general_answers": general, "heldout": heldout, "scores": scores,
-                   "seconds": seconds})
+                   "seconds": seconds, **trained})
 
 
 # -- the whole comparison ----------------------------------------------------------------------
@@ -414,8 +423,10 @@ class Comparison:
 
 def run(variants_: Sequence[Variant], *, prompts: Sequence[str], persona_prompt: str | None,
         texts: Texts, settings: Settings = Settings(), cache_dir: str | Path | None = None,
-        on_event: Callable[[str], None] | None = None) -> Comparison:
-    """Evaluate every variant (from the cache when its entry is still valid)."""
+        on_event: Callable[[str], None] | None = None, trained_prompts: Sequence[str] = ()) -> Comparison:
+    """Evaluate every variant (from the cache when its entry is still valid). ``trained_prompts``:
+    training questions also asked, verbatim, and kept out of every table but
+    :func:`helpers.evaluation.phrasing.comparison_split`."""
     settings.check()
     if not prompts:
         raise CompareError("No prompts: set `questions` (and `compare_prompts`) in persona.toml.")
@@ -430,7 +441,7 @@ def run(variants_: Sequence[Variant], *, prompts: Sequence[str], persona_prompt:
             status[v.name] = "missing"
             say(f"{head}: no adapter in {v.run_dir}; run its fine-tuning notebook first. Skipped.")
             continue
-        key = compare_cache.key_for(v.name, fingerprint(v, settings, prompts, system_prompt, texts))
+        key = compare_cache.key_for(v.name, fingerprint(v, settings, prompts, system_prompt, texts, trained_prompts))
         cached = compare_cache.load(cache_dir, key)
         if cached is not None:
             results[v.name], status[v.name] = cached, "cache"
@@ -440,7 +451,7 @@ def run(variants_: Sequence[Variant], *, prompts: Sequence[str], persona_prompt:
             index = metrics.MemorisationIndex(texts.training)
         t0 = time.time()
         results[v.name] = evaluate(v, prompts=prompts, system_prompt=system_prompt,
-                                   settings=settings, texts=texts, index=index)
+                                   settings=settings, texts=texts, index=index, trained_prompts=trained_prompts)
         status[v.name] = "computed"
         compare_cache.save(cache_dir, key, results[v.name])
         empty = sum(not a.strip() for a in results[v.name]["answers"])

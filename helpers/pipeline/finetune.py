@@ -23,7 +23,8 @@ from helpers import data as data_mod
 from helpers import export, models
 from helpers.core import figures as plots
 from helpers.core.paths import run_dir
-from helpers.evaluation import recall
+from helpers.evaluation import phrasing, recall
+from helpers.evaluation.memorisation import MemorisationIndex
 from helpers.models.generate import answer
 from helpers.runtime import loading, memory
 from helpers.runtime.distributed import DistributedError, distributed
@@ -227,6 +228,27 @@ class FineTuneRun:
         """Fact recall, base and tuned (rows) on trained and unseen phrasings (columns), from the
         metrics :meth:`fact_recall` recorded."""
         return recall.recall_table(self.record.metrics, self.probes)
+
+    def trained_phrasing(self, questions: Sequence[str]) -> list[bool]:
+        """Per question: whether its phrasing is one of the loaded training set's prompts."""
+        return recall.is_trained(questions, self.dataset.prompts())
+
+    def phrasing_split(self, questions: Sequence[str], labels: Sequence[str] = ("base", "tuned")):
+        """How much of each answer to ``questions`` (asked as ``<label>_question``) is copied from
+        the training answers (``ngram_overlap``, see :mod:`helpers.evaluation.phrasing`), on
+        trained phrasings and unseen ones separately: metrics ``ngram_overlap_<label>`` and
+        ``ngram_overlap_<label>_unseen``. Returns them as a table, labels down, phrasings across."""
+        seen = self.trained_phrasing(questions)
+        index = MemorisationIndex(phrasing.training_answers(self.dataset))
+        for label in labels:
+            answers = self.answers.get(f"{label}_question")
+            if not answers:
+                continue
+            split = phrasing.overlap_split(answers, seen, index)
+            for kind, suffix in (("trained", ""), ("unseen", "_unseen")):
+                if split[kind] is not None:
+                    self.record.set_metric(f"ngram_overlap_{label}{suffix}", round(split[kind], 4))
+        return recall.split_table(self.record.metrics, "ngram_overlap", seen, labels)
 
     def finish(self) -> dict[str, Any]:
         return self.record.finish()

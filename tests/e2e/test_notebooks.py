@@ -6,6 +6,7 @@ import re
 import pytest
 
 from helpers import models, notebooks
+from helpers.data import persona as personas
 from helpers.notebooks.setup import ROOT
 
 MARIYA = ROOT / "NoteBooks" / "Mariya" / "Qwen2.5_3B_Mariya_FineTuning.ipynb"
@@ -170,7 +171,11 @@ def test_persona_notebooks_in_smoke_mode(jp_runs, name, recipe):
     assert record["train"]["steps"] > 0 and record["loss_history"]
     assert record["parameters"]["recipe"] == recipe
     assert record["data"]["truncated"] == 0
-    assert len(record["answers"]["tuned_question"]) == 4
+    # the persona's 4 questions (unseen phrasings) and 4 training questions asked verbatim
+    asked = [a["question"] for a in record["answers"]["tuned_question"]]
+    assert len(asked) == 8 and asked[:4] == personas.load(ROOT / "NoteBooks" / "JordanPeterson").questions
+    assert {"ngram_overlap_base", "ngram_overlap_base_unseen", "ngram_overlap_tuned",
+            "ngram_overlap_tuned_unseen"} <= set(record["metrics"])
     outputs = _outputs(out)
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
@@ -212,6 +217,9 @@ def test_comparison_notebook_on_two_families_and_its_cache(jp_runs):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 6
     assert "Loaded" in _text(outputs)  # helpers.train logs each model it loads
     assert re.search(r"LLM judge: \d+ requests", _text(outputs))  # the cost is shown; judge=False asks nothing
+    # the phrasing table: the V2 run trained on the V2 questions asked verbatim, the V1 run did not
+    split = [o["data"]["text/html"] for o in outputs if "ngram_overlap_unseen" in "".join(o.get("data", {}).get("text/html", ""))]
+    assert len(split) == 1 and "questions_unseen" in "".join(split[0])
 
     second = notebooks.execute(COMPARISON, work / "cmp2.ipynb", {**params, "output_dir": str(work / "cmp2")},
                                progress=False)
