@@ -129,7 +129,8 @@ def export_merged(base_source: str | os.PathLike, adapter_dir: str | os.PathLike
 
     The merge runs on ``device`` (default CPU: it needs the base model's size in RAM, not VRAM).
     ``base_source`` must be an unquantized checkpoint: an adapter trained on a 4-bit base (QLoRA)
-    merges into the 16-bit original (the profile's ``hub_id``).
+    or an 8-bit one (the 16-bit repo quantized while loading) merges into the 16-bit original
+    (the profile's ``hub_id``).
     """
     from peft import PeftModel
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

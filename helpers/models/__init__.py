@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.models import sizing, sources, standins
+from helpers.models import precision, sizing, sources, standins
 from helpers.models.families import FAMILIES  # noqa: F401  (re-export)
 from helpers.models.families import MODEL_TYPE_TO_FAMILY as _MODEL_TYPE_TO_FAMILY
 from helpers.models.families import TEMPLATE_KWARGS as _TEMPLATE_KWARGS
@@ -101,6 +101,10 @@ class ModelProfile:
     vram_gb_4bit_transformers: float | None = None
     #: why 4-bit loading through the transformers backend would load wrong weights ("" if it works)
     no_4bit_transformers: str = ""
+    #: why 8-bit loading would load something else than asked, on either backend ("" if it works)
+    no_8bit: str = ""
+    #: peak VRAM in 8 bits where the general rule does not hold (:mod:`helpers.models.precision`)
+    vram_gb_8bit: float | None = None
     #: other hub ids that name this model (``get_profile``)
     aliases: tuple[str, ...] = ()
     #: parameters (from the config's shapes; None where unknown)
@@ -129,16 +133,14 @@ class ModelProfile:
         """Whether 4-bit loading works on ``backend`` (None: Unsloth's numbers, the default)."""
         return bool(self.hub_id_4bit) and not (backend == "transformers" and self.no_4bit_transformers)
 
-    def vram_gb(self, load_in_4bit: bool | None = None, backend: str | None = None) -> float:
+    def vram_gb(self, load_in_4bit: bool | None = None, backend: str | None = None, *,
+                bits: int | None = None) -> float:
         """Estimated peak VRAM for LoRA training at the profile's defaults, in GB, on ``backend``
-        ("unsloth" or "transformers"; None: the Unsloth estimate). 4 bits where ``backend``
-        cannot load them reads as the 16-bit estimate."""
+        ("unsloth" or "transformers"; None: the Unsloth estimate), at ``bits`` (4, 8 or 16; None:
+        4 or 16 per ``load_in_4bit``, None there: the profile's default). A precision ``backend``
+        cannot load reads as the 16-bit estimate (:func:`helpers.models.precision.vram_gb`)."""
         four = self.load_in_4bit if load_in_4bit is None else load_in_4bit
-        if not four or (backend == "transformers" and self.no_4bit_transformers):
-            return self.vram_gb_16bit
-        if backend == "transformers" and self.vram_gb_4bit_transformers is not None:
-            return self.vram_gb_4bit_transformers
-        return self.vram_gb_4bit
+        return precision.vram_gb(self, bits or (4 if four else 16), backend)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,6 +178,7 @@ _REAL = [
             "does not map, so experts and router would load randomly initialised; and bitsandbytes "
             "quantizes nn.Linear only, so quantizing openai/gpt-oss-20b would leave its ~19B "
             "expert parameters in 16 bits"),
+        no_8bit=precision.GPT_OSS_NO_8BIT,
     ),
     _profile(
         name="qwen3-14b", params=14_770_000_000, display_name="Qwen3-14B", family="qwen3",
@@ -207,7 +210,7 @@ _REAL = [
         # Qwen3MoeExperts) stay bf16: about 66 GB minus ~1 GB of 4-bit attention.
         hub_id="Qwen/Qwen3-30B-A3B", hub_id_4bit="unsloth/Qwen3-30B-A3B",
         aliases=("unsloth/Qwen3-30B-A3B-bnb-4bit", "unsloth/Qwen3-30B-A3B-unsloth-bnb-4bit"),
-        vram_gb_4bit_transformers=65.0,
+        vram_gb_4bit_transformers=65.0, vram_gb_8bit=65.0,  # 8 bits: experts bf16 on both backends
         max_seq_length=1024, load_in_4bit=True, vram_gb_4bit=19.0, vram_gb_16bit=66.0,
         lora=LoraDefaults(r=32, alpha=32, target_modules=("q_proj", "k_proj", "v_proj", "o_proj")),
         train=TrainDefaults(epochs=3, learning_rate=2e-4, batch_size=1, grad_accum=8),
@@ -398,12 +401,16 @@ class ModelChoice:
     def family(self) -> str:
         return self.profile.family
 
-    def source(self, load_in_4bit: bool | None = None, backend: str | None = None) -> str:
+    def source(self, load_in_4bit: bool | None = None, backend: str | None = None, *,
+               load_in_8bit: bool = False) -> str:
         """A hub id or local folder that ``from_pretrained`` can load (builds a stand-in): the
         4-bit checkpoint when the run loads in 4 bits (``load_in_4bit``; None: the profile's
-        default), else the 16-bit one. ``backend="transformers"`` refuses a 4-bit load that
-        transformers would get wrong (:class:`UnsupportedLoadError`)."""
+        default), else the 16-bit one (8 bits are quantized from it while loading).
+        ``backend="transformers"`` refuses a 4-bit load that transformers would get wrong, and
+        ``load_in_8bit`` one that ``no_8bit`` names (:class:`UnsupportedLoadError`)."""
         p = self.profile
+        if load_in_8bit and p.no_8bit:
+            raise UnsupportedLoadError(precision.refuse_8bit(p))
         if p.is_standin and p.name in REGISTRY:
             return str(standins.ensure(p.name))
         if p.hub_id and sources.is_gguf(p.hub_id):

@@ -118,11 +118,13 @@ class FineTuneRun:
         with self.record.phase("load_model"):
             self.model, self.tokenizer = loading.load_model(
                 self.choice, backend=self.cfg.backend, adapter=adapter,
-                max_seq_length=self.cfg.max_seq_length, load_in_4bit=self.cfg.load_in_4bit)
-        # the repo really loaded (Unsloth's mapper may swap it; 4 or 16 bits per the run)
+                max_seq_length=self.cfg.max_seq_length, load_in_4bit=self.cfg.load_in_4bit,
+                load_in_8bit=self.cfg.load_in_8bit)
+        # the repo really loaded (Unsloth's mapper may swap it; 4, 8 or 16 bits per the run)
         self.record.update("model", {"source": getattr(self.model, "_finetuning_source", None)
                                                or self.choice.source(self.cfg.load_in_4bit),
                                      "backend": loading.select_backend(self.cfg.backend),
+                                     "bits": getattr(self.model, "_finetuning_bits", None),
                                      "parameters": sum(p.numel() for p in self.model.parameters())})
         return self.model
 
@@ -379,6 +381,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps")
     t.add_argument("--max-seq-length", type=int, default=None, help="longest sequence in tokens")
     t.add_argument("--seed", type=int, default=None, help="random seed")
+    t.add_argument("--load-in-8bit", action="store_true", default=None,
+                   help="base weights in 8 bits (bitsandbytes; CUDA only): about half the 16-bit "
+                        "weight memory; turns off the profile's 4-bit default")
     return p
 
 
@@ -398,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             system_prompt=args.system_prompt, parameters={"data": args.data}, thinking=args.thinking,
             backend=args.backend, epochs=args.epochs, learning_rate=args.learning_rate,
             lora_r=args.lora_r, lora_alpha=args.lora_alpha, batch_size=args.batch_size,
-            grad_accum=args.grad_accum, max_seq_length=args.max_seq_length, seed=args.seed)
+            grad_accum=args.grad_accum, max_seq_length=args.max_seq_length, seed=args.seed,
+            load_in_8bit=args.load_in_8bit)
         dataset = data_mod.load(args.data)  # validate before loading any model
         # which probes are trained phrasings: the training data decides
         probes = recall.mark_seen(data_mod.load_probes(args.probes), dataset.prompts()) if args.probes else []

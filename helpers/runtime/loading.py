@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import models
-from helpers.models import ModelChoice, ModelProfile, require_gpu, standins
+from helpers.models import ModelChoice, ModelProfile, precision, require_gpu, standins
 from helpers.runtime import memory
 from helpers.runtime.distributed import Distributed, DistributedError, distributed, main_process_first, world_size
 
@@ -204,13 +204,21 @@ def _accepts(func, name: str) -> bool:
         return False
 
 
-def _load_unsloth(source: str, max_len: int, four_bit: bool, device: int | None):
+def _load_unsloth(source: str, max_len: int, four_bit: bool, device: int | None,
+                  eight_bit: bool = False):
     """Unsloth's ``FastLanguageModel.from_pretrained``; returns ``(model, tokenizer, loaded)``
-    where ``loaded`` is the repo Unsloth's mapper really loaded (it may swap ``source``)."""
+    where ``loaded`` is the repo Unsloth's mapper really loaded (it may swap ``source``).
+
+    8 bits: ``load_in_8bit=True`` with ``load_in_4bit=False`` (unsloth 2026.10.9 raises for both,
+    and its ``load_in_4bit`` defaults to True); it hands the load to ``FastModel``, which
+    quantizes the 16-bit repo with ``BitsAndBytesConfig(load_in_8bit=True)``
+    (:mod:`helpers.models.precision`)."""
     import unsloth  # noqa: F401  (must be imported before transformers to patch it)
     from unsloth import FastLanguageModel
     kwargs: dict[str, Any] = dict(model_name=source, max_seq_length=max_len,
                                   load_in_4bit=four_bit, dtype=None)
+    if eight_bit:
+        kwargs["load_in_8bit"] = True
     if device is not None:
         # Unsloth's default device_map ("sequential", planned as "unsloth") spills what does not
         # fit to the CPU instead of running out of memory; a one-device map must fit or OOM
@@ -230,7 +238,7 @@ def _load_unsloth(source: str, max_len: int, four_bit: bool, device: int | None)
 
 
 def _load_transformers(source: str, profile: ModelProfile, four_bit: bool, dist: Distributed,
-                       on_gpu: bool):
+                       on_gpu: bool, eight_bit: bool = False):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     kwargs: dict[str, Any] = {"dtype": _device_dtype()}
     if profile.family == "gpt-oss":
@@ -240,6 +248,9 @@ def _load_transformers(source: str, profile: ModelProfile, four_bit: bool, dist:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=_device_dtype())
+    elif eight_bit:  # LLM.int8 of the 16-bit checkpoint; nn.Linear only (models.precision)
+        from transformers import BitsAndBytesConfig
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     elif mxfp4_checkpoint(source, profile):
         # with triton >= 3.4 and `kernels`, transformers keeps MXFP4 weights, which do not train
         # (quantizers/quantizer_mxfp4.py); dequantize=True loads them in bf16
@@ -259,36 +270,51 @@ def _load_transformers(source: str, profile: ModelProfile, four_bit: bool, dist:
 
 
 def load_model(choice: ModelChoice, *, backend: str = "auto", adapter=None,
-               max_seq_length: int | None = None, load_in_4bit: bool | None = None):
+               max_seq_length: int | None = None, load_in_4bit: bool | None = None,
+               load_in_8bit: bool | None = None):
     """``(model, tokenizer)`` for ``choice`` with ``backend``; with ``adapter``, the base model
     plus that LoRA adapter. Stops with a clear message for a full-size model without a GPU, for
     a model/precision the backend would load wrong (:class:`helpers.models.UnsupportedLoadError`)
     and for missing or unexpected weights (:class:`WeightMismatchError`). A model that does not
     fit on this process's GPU raises out-of-memory (:class:`helpers.memory.OffloadedError` if it
-    was spilled to the CPU). ``model._finetuning_source`` is the repo really loaded."""
+    was spilled to the CPU). ``model._finetuning_source`` is the repo really loaded and
+    ``model._finetuning_bits`` the bits its base weights were loaded in (4 and 8 need CUDA:
+    without it they are off, with a logged note, and the weights are float32: 32).
+    ``load_in_8bit=True`` with ``load_in_4bit`` left at None overrides the profile's default 4
+    bits; both True is a ``ValueError``."""
     require_gpu(choice)
     backend = select_backend(backend)
     profile = choice.profile
-    four_bit = profile.load_in_4bit if load_in_4bit is None else load_in_4bit
+    if load_in_4bit and load_in_8bit:
+        raise ValueError("load_in_4bit=True and load_in_8bit=True: load the base weights in one "
+                         "precision; set load_in_4bit=False for 8 bits, or load_in_8bit=False.")
+    eight_bit = bool(load_in_8bit)
+    four_bit = (profile.load_in_4bit and not eight_bit) if load_in_4bit is None else load_in_4bit
     on_gpu = models.cuda_available()
-    four_bit = bool(four_bit and on_gpu)
+    if (four_bit or eight_bit) and not on_gpu:
+        log.info("%d-bit loading needs a CUDA GPU (bitsandbytes); none here, so %s loads "
+                 "unquantized on %s.", 4 if four_bit else 8, choice.profile.name, models.device())
+    four_bit, eight_bit = bool(four_bit and on_gpu), bool(eight_bit and on_gpu)
     dist = distributed()
-    if four_bit and dist.shards_weights:
-        log.warning("%s shards 16-bit weights across processes; 4-bit loading is off under it "
-                    "(use accelerate/ddp.yaml for QLoRA on each GPU).", dist.type)
-        four_bit = False
+    if (four_bit or eight_bit) and dist.shards_weights:
+        log.warning("%s shards 16-bit weights across processes; %d-bit loading is off under it "
+                    "(use accelerate/ddp.yaml for quantized LoRA on each GPU).", dist.type,
+                    4 if four_bit else 8)
+        four_bit = eight_bit = False
     with main_process_first():  # a stand-in is built once, by the main process
-        source = choice.source(four_bit, backend)  # refuses what this backend would load wrong
+        # refuses what this backend would load wrong
+        source = choice.source(four_bit, backend, load_in_8bit=eight_bit)
     # logs a warning, naming what to change, when it won't fit on this process's GPU
-    memory.preload_check(choice, four_bit, backend=backend, device=dist.local_rank)
+    memory.preload_check(choice, four_bit, backend=backend, device=dist.local_rank,
+                         load_in_8bit=eight_bit)
     before = memory.memory_snapshot(dist.local_rank)
     max_len = max_seq_length or profile.max_seq_length
     t0 = time.time()
     if backend == "unsloth":
         model, tokenizer, loaded = _load_unsloth(source, max_len, four_bit,
-                                                 dist.local_rank if on_gpu else None)
+                                                 dist.local_rank if on_gpu else None, eight_bit)
     else:
-        model, tokenizer = _load_transformers(source, profile, four_bit, dist, on_gpu)
+        model, tokenizer = _load_transformers(source, profile, four_bit, dist, on_gpu, eight_bit)
         loaded = source
     if on_gpu and not dist.shards_weights:
         memory.refuse_offload(model, dist.local_rank)  # spilled to the CPU = out of memory
@@ -302,6 +328,8 @@ def load_model(choice: ModelChoice, *, backend: str = "auto", adapter=None,
              memory.format_snapshot(memory.memory_snapshot(dist.local_rank), before))
     model._finetuning_backend = backend
     model._finetuning_source = loaded
+    # float32 without CUDA (_device_dtype)
+    model._finetuning_bits = precision.bits(four_bit, eight_bit) if on_gpu else 32
     return model, tokenizer
 
 

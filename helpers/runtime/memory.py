@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 from helpers import models
-from helpers.models import ModelChoice, ModelProfile
+from helpers.models import ModelChoice, ModelProfile, precision
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,8 @@ class PreloadVerdict:
     free_gb: float | None
     message: str
     suggestions: tuple[str, ...] = ()
+    #: the bits of the base weights the estimate is for (4, 8 or 16)
+    bits: int = 16
 
     def __str__(self) -> str:
         return self.message
@@ -182,14 +184,18 @@ _nice_lengths = nice_lengths   # its name before the fallback ladder moved out
 
 def preload_check(profile: ModelProfile | ModelChoice | str, load_in_4bit: bool | None = None,
                   free_gb: float | None = None, *, backend: str | None = None,
-                  device: int | None = None) -> PreloadVerdict:
+                  device: int | None = None, load_in_8bit: bool = False) -> PreloadVerdict:
     """Compare the profile's VRAM estimate on ``backend`` (peak LoRA training at its defaults;
-    None: Unsloth's) with the free VRAM on ``device`` (default: this process's GPU; measured
-    unless ``free_gb`` is given). Without CUDA it passes with a note."""
+    None: Unsloth's) at the bits asked (``load_in_8bit``, else ``load_in_4bit``; None: the
+    profile's default) with the free VRAM on ``device`` (default: this process's GPU; measured
+    unless ``free_gb`` is given). Without CUDA it passes with a note. The verdict's ``bits``
+    and message say which precision was checked."""
     p = _as_profile(profile)
-    four = p.load_in_4bit if load_in_4bit is None else bool(load_in_4bit)
-    needed = p.vram_gb(four, backend)
-    mode = "4-bit" if four else "16-bit"
+    eight = bool(load_in_8bit) and not load_in_4bit
+    four = (p.load_in_4bit and not eight) if load_in_4bit is None else bool(load_in_4bit)
+    bits = precision.bits(four, eight)
+    needed = p.vram_gb(backend=backend, bits=bits)
+    mode = precision.label(bits)
     if backend:
         mode += f" on {backend}"
     if free_gb is None:
@@ -200,14 +206,14 @@ def preload_check(profile: ModelProfile | ModelChoice | str, load_in_4bit: bool 
                        f" (it needs about {needed:.1f} GiB; loading it stops at the no-GPU check "
                        "unless smoke mode is on)."))
             log.debug(note)  # callers show the verdict; loading checks again, so no log spam
-            return PreloadVerdict(True, needed, None, note)
+            return PreloadVerdict(True, needed, None, note, bits=bits)
     at = (f"{mode}, at its defaults max_seq_length {p.max_seq_length}, batch_size "
           f"{p.train.batch_size} x grad_accum {p.train.grad_accum}")
     if needed <= free_gb:
         msg = (f"{p.display_name} needs about {needed:.1f} GiB of GPU memory ({at}); "
                f"{free_gb:.1f} GiB is free: it should fit ({free_gb - needed:.1f} GiB to spare).")
         log.debug(msg)
-        return PreloadVerdict(True, needed, free_gb, msg)
+        return PreloadVerdict(True, needed, free_gb, msg, bits=bits)
 
     tips: list[str] = []
     shorter = nice_lengths(p.max_seq_length, max(MIN_SEQ_LENGTH, int(p.max_seq_length * MIN_SEQ_SHARE)))
@@ -217,9 +223,13 @@ def preload_check(profile: ModelProfile | ModelChoice | str, load_in_4bit: bool 
     if p.train.batch_size > 1:
         eff = p.train.batch_size * p.train.grad_accum
         tips.append(f"a smaller batch, same effective batch: batch_size=1, grad_accum={eff}")
+    if bits == 16 and not p.no_8bit and p.vram_gb(backend=backend, bits=8) < needed:
+        tips.append(f"8-bit loading: load_in_8bit=True (about "
+                    f"{p.vram_gb(backend=backend, bits=8):.1f} GiB)")
     if not four and p.loads_4bit(backend) and p.vram_gb(True, backend) < needed:
-        tips.append(f"4-bit loading (QLoRA): load_in_4bit=True (about "
-                    f"{p.vram_gb(True, backend):.1f} GiB)")
+        tips.append("4-bit loading (QLoRA): load_in_4bit=True"
+                    + (", load_in_8bit=False" if eight else "")
+                    + f" (about {p.vram_gb(True, backend):.1f} GiB)")
     fitting = None
     for name in p.fallbacks:
         fb = models.get_profile(name)
@@ -236,7 +246,7 @@ def preload_check(profile: ModelProfile | ModelChoice | str, load_in_4bit: bool 
            + (f" Recommended: model='{fitting}'." if fitting else "")
            + " helpers.training.fallback.run_with_fallback tries these steps in order by itself.")
     log.warning(msg)
-    return PreloadVerdict(False, needed, free_gb, msg, tuple(tips))
+    return PreloadVerdict(False, needed, free_gb, msg, tuple(tips), bits=bits)
 
 
 # -- out of memory -----------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from helpers.models import ModelProfile, sizing
+from helpers.models import ModelProfile, precision, sizing
 from helpers.runtime.distributed import DistributedError, world_size
 from helpers.runtime.loading import BACKENDS
 
@@ -42,8 +42,22 @@ class TrainConfig:
     padding_free: bool | None = field(default=None, metadata={"help": "concatenate each batch into one sequence with no padding (position_ids mark where examples start); False pads to the longest; None: see auto_padding_free"})
     report_to: str = field(default="tensorboard", metadata={"help": "tensorboard, none, or any transformers report_to value (comma-separated)"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load base weights in 4 bits (GPU only)"})
+    load_in_8bit: bool = field(default=False, metadata={"help": "load base weights in 8 bits (bitsandbytes LLM.int8, quantized from the 16-bit checkpoint while loading; GPU only): about half the 16-bit weight memory, less rounding than 4 bits; not with load_in_4bit"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass: less memory, ~20-30% slower"})
     backend: str = field(default="auto", metadata={"help": "auto, unsloth or transformers"})
+
+    def __post_init__(self) -> None:
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError(
+                "load_in_4bit=True and load_in_8bit=True were both set, but the base weights are "
+                "loaded in one precision. Set one of them: load_in_4bit=True for 4 bits (QLoRA), or "
+                "load_in_8bit=True with load_in_4bit=False for 8 bits (--load-in-8bit on the "
+                "command line); neither for 16 bits.")
+
+    @property
+    def bits(self) -> int:
+        """Bits of the base weights: 4, 8 or 16 (:mod:`helpers.models.precision`)."""
+        return precision.bits(self.load_in_4bit, self.load_in_8bit)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -53,7 +67,8 @@ class TrainConfig:
 
 def resolve_config(profile: ModelProfile, **overrides) -> TrainConfig:
     """Profile defaults, then ``overrides`` (``None`` values are ignored). An unknown setting
-    is an error that lists the known ones."""
+    is an error that lists the known ones. ``load_in_8bit=True`` turns off the profile's default
+    ``load_in_4bit``; both set to True is an error (:class:`TrainConfig`)."""
     base = TrainConfig(
         epochs=profile.train.epochs, learning_rate=profile.train.learning_rate,
         lora_r=profile.lora.r, lora_alpha=profile.lora.alpha, lora_dropout=profile.lora.dropout,
@@ -67,6 +82,8 @@ def resolve_config(profile: ModelProfile, **overrides) -> TrainConfig:
         raise TypeError(f"Unknown training setting(s): {', '.join(unknown)}. "
                         f"Known settings: {', '.join(sorted(known))}.")
     set_ = {k: v for k, v in overrides.items() if v is not None}
+    if set_.get("load_in_8bit") and "load_in_4bit" not in set_:
+        set_["load_in_4bit"] = False   # 8 bits asked for: the profile's default 4 bits gives way
     if "target_modules" in set_:
         set_["target_modules"] = tuple(set_["target_modules"])
     cfg = dataclasses.replace(base, **set_)

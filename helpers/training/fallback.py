@@ -3,8 +3,9 @@ of GPU memory, and running down it.
 
 - :func:`ladder`: first the configuration asked for; then shorter ``max_seq_length`` (down to
   half, never below 256 nor below what the data needs); then ``batch_size`` 1 with more
-  ``grad_accum`` (same effective batch); then 4-bit loading if the model was asked in 16 bits;
-  then each lighter model of ``profile.fallbacks`` with its own defaults.
+  ``grad_accum`` (same effective batch); then 4-bit loading if the model was asked in 16 or 8
+  bits (straight from 16 to 4: seq and batch already failed, each rung is a new load, and 4 bits
+  saves the most); then each lighter model of ``profile.fallbacks`` with its own defaults.
 - :func:`run_with_fallback`: calls an attempt per rung until one does not run out of memory,
   logging each step (and in run.json ``fallbacks``).
 
@@ -29,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from helpers import models
 from helpers.core import clock
-from helpers.models import ModelChoice, ModelProfile
+from helpers.models import ModelChoice, ModelProfile, precision
 from helpers.runtime.loading import select_backend
 from helpers.runtime.memory import (
     MIN_SEQ_LENGTH,
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 _STANDIN_MIN_SEQ = {"gpt-oss": 256}
 _STANDIN_MIN_SEQ_DEFAULT = 64
 #: the settings the ladder changes; a lighter model takes its own profile's values for these
-MEMORY_SETTINGS = ("max_seq_length", "batch_size", "grad_accum", "load_in_4bit")
+MEMORY_SETTINGS = ("max_seq_length", "batch_size", "grad_accum", "load_in_4bit", "load_in_8bit")
 
 
 class FallbackStoppedError(FallbackError):
@@ -90,7 +91,7 @@ class Rung:
     def describe(self) -> str:
         c = self.cfg
         return (f"{self.choice.describe()}: max_seq_length {c.max_seq_length}, batch_size "
-                f"{c.batch_size} x grad_accum {c.grad_accum}, {'4-bit' if c.load_in_4bit else '16-bit'}")
+                f"{c.batch_size} x grad_accum {c.grad_accum}, {precision.label(c.bits)}")
 
     def how_to(self) -> str:
         """The parameters that run this rung by hand, as a call and as papermill options."""
@@ -133,12 +134,12 @@ def _plan(profile: ModelProfile, cfg: TrainConfig, min_seq_length: int | None,
     steps += [("seq", n) for n in lengths]
     if cfg.batch_size > 1:
         steps.append(("batch",))
-    four = cfg.load_in_4bit
-    if not four and profile.loads_4bit(backend) \
-            and profile.vram_gb(True, backend) < profile.vram_gb(False, backend):
+    bits = cfg.bits
+    if bits != 4 and profile.loads_4bit(backend) \
+            and profile.vram_gb(True, backend) < profile.vram_gb(backend=backend, bits=bits):
         steps.append(("4bit",))
-        four = True
-    lightest = profile.vram_gb(four, backend)
+        bits = 4
+    lightest = profile.vram_gb(backend=backend, bits=bits)
     seen = {profile.name}
     for name in profile.fallbacks:
         if name in seen:
@@ -162,8 +163,8 @@ def ladder(choice: ModelChoice, cfg: TrainConfig, *, min_seq_length: int | None 
     2. shorter ``max_seq_length`` (1024 -> 768 -> 512: nice lengths down to half of the asked
        one, never below 256 nor below ``min_seq_length``, the longest example the data needs);
     3. ``batch_size`` 1 with ``grad_accum`` raised to keep the effective batch (2 x 4 -> 1 x 8);
-    4. ``load_in_4bit=True`` when asked in 16 bits and the profile has a 4-bit checkpoint that
-       ``backend`` loads and that is lighter there;
+    4. ``load_in_4bit=True`` when asked in 16 or 8 bits (``load_in_8bit`` off) and the profile
+       has a 4-bit checkpoint that ``backend`` loads and that is lighter there;
     5. each model in ``profile.fallbacks`` in order, with its own profile's defaults (settings
        you set explicitly that are not memory settings, such as ``epochs`` or ``seed``, carry
        over; ``max_seq_length`` never grows beyond the one asked), when its VRAM estimate on
@@ -222,8 +223,9 @@ def ladder(choice: ModelChoice, cfg: TrainConfig, *, min_seq_length: int | None 
         elif step[0] == "4bit":
             if current.load_in_4bit:
                 continue
-            new = dataclasses.replace(current, load_in_4bit=True)
-            reason = "load_in_4bit False -> True (QLoRA: base weights in 4 bits)"
+            new = dataclasses.replace(current, load_in_4bit=True, load_in_8bit=False)
+            reason = "load_in_4bit False -> True (QLoRA: base weights in 4 bits)" + (
+                ", load_in_8bit True -> False" if current.load_in_8bit else "")
             if choice.profile.is_standin:
                 reason += "; a stand-in on a CPU loads in full precision anyway"
             rungs.append(Rung(choice, new, reason, "load_in_4bit", len(rungs), _changed(cfg, new)))
@@ -240,7 +242,7 @@ def ladder(choice: ModelChoice, cfg: TrainConfig, *, min_seq_length: int | None 
             reason = (f"lighter model: {choice.requested.name} -> {fb_choice.requested.name}"
                       + (f" (smoke mode: {fb_choice.profile.name})" if fb_choice.smoke else
                          f" ({fb_choice.profile.display_name}, about "
-                         f"{fb_choice.profile.vram_gb(new.load_in_4bit, backend):.1f} GiB on "
+                         f"{fb_choice.profile.vram_gb(backend=backend, bits=new.bits):.1f} GiB on "
                          f"{backend})")
                       + f" with its own defaults: max_seq_length {new.max_seq_length}, batch_size "
                         f"{new.batch_size} x grad_accum {new.grad_accum}")
@@ -306,7 +308,7 @@ def run_with_fallback(choice: ModelChoice, cfg: TrainConfig, attempt: Callable[[
     """Call ``attempt(rung)`` for each rung of :func:`ladder` until one does not run out of memory.
 
     **Contract:** ``attempt`` covers everything that can run out of memory for one rung: loading
-    the model (``rung.choice``, ``rung.cfg.max_seq_length``, ``rung.cfg.load_in_4bit``), adding
+    the model (``rung.choice``, ``rung.cfg.max_seq_length``, ``rung.cfg.load_in_4bit``/``load_in_8bit``), adding
     LoRA, tokenizing at ``rung.cfg.max_seq_length``, training with ``rung.cfg`` and evaluating.
     Load inside it, never before: out-of-memory while loading is caught only there. It should
     keep no reference to the model after it fails; otherwise pass ``cleanup`` (e.g.

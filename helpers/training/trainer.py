@@ -252,6 +252,8 @@ def _fingerprint(cfg: TrainConfig, rows: Sequence[dict]) -> dict[str, Any]:
             h.update(bytes(str(r["labels"]), "ascii"))
     settings = {k: v for k, v in cfg.to_dict().items()
                 if k not in ("resume", "report_to", "logging_steps", "keep_checkpoints")}
+    if not settings.get("load_in_8bit"):  # added later: off, it leaves older checkpoints resumable
+        settings.pop("load_in_8bit", None)
     return {"settings": settings, "data_sha256": h.hexdigest()}
 
 

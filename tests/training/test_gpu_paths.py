@@ -300,7 +300,7 @@ def fake_load_model(choice, **kw):   # what loading.load_model does first on the
     return SimpleNamespace(parameters=lambda: [], _finetuning_source="src"), object()
 
 loading.load_model = fake_load_model
-cfg = SimpleNamespace(seed=0, backend="auto", max_seq_length=64, load_in_4bit=False)
+cfg = SimpleNamespace(seed=0, backend="auto", max_seq_length=64, load_in_4bit=False, load_in_8bit=False)
 out = Path(sys.argv[1])
 run = finetune.FineTuneRun(choice=SimpleNamespace(source=lambda *a: "src"), cfg=cfg,
                            record=RunRecord(out), output_dir=out)
