@@ -110,7 +110,8 @@ notebook.preview_data(dataset, 3)
 # run steps down a ladder (shorter sequences, batch 1, then lighter models) and says so.
 
 # %%
-print(memory.preload_check(run.choice, run.cfg.load_in_4bit, backend=loading.select_backend(run.cfg.backend)).message)
+print(memory.preload_check(run.choice, run.cfg.load_in_4bit, backend=loading.select_backend(run.cfg.backend),
+                          load_in_8bit=run.cfg.load_in_8bit).message)
 before = memory.memory_snapshot()
 outcome = run.train_with_fallback((), questions, automatic=fallback,
                                   on_step=lambda e: print(ladder.format_event(e)))
