@@ -7,7 +7,7 @@
 PY := .venv/bin/python
 GPU_LIBS_VENV := .venv-gpu-libs
 
-.PHONY: demo test test-fast lint setup notebooks clean-outputs bench sweep lock check-locks test-gpu-libs gpu-check
+.PHONY: demo test test-fast test-real lint setup notebooks clean-outputs bench sweep lock check-locks test-gpu-libs gpu-check
 
 setup:
 	@bash scripts/setup_venv.sh
@@ -22,6 +22,12 @@ test: setup
 # multi-process and long training); a few minutes once the stand-ins are cached
 test-fast: setup
 	@$(PY) -m pytest -q --durations=10 tests --ignore=tests/e2e
+
+# The real-weights lane (not in CI): a real chat checkpoint trained for real here, e.g.
+#   make test-real MODEL=qwen2.5-0.5b     (or a hub id, a model folder, a .gguf file)
+test-real: setup
+	@test -n "$(MODEL)" || { echo "make test-real needs MODEL=<registry name, hub id, folder or .gguf>"; exit 2; }
+	@FINETUNING_REAL_MODEL="$(MODEL)" $(PY) -m pytest -q -s tests/real
 
 # ruff: pyflakes, pycodestyle errors, import order, no print() in library code (pyproject.toml)
 lint: setup

@@ -20,20 +20,25 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from helpers import data as data_mod
-from helpers import export, models
+from helpers import models
 from helpers.core import figures as plots
 from helpers.core.paths import run_dir
-from helpers.evaluation import phrasing, recall
+from helpers.evaluation import health, phrasing, recall
 from helpers.evaluation.memorisation import MemorisationIndex
 from helpers.models.generate import answer
+from helpers.pipeline.tables import _export_entry, before_after_table, export_table  # noqa: F401  (re-exports)
 from helpers.runtime import loading, memory
 from helpers.runtime.distributed import DistributedError, distributed
-from helpers.training import fallback, trainer
+from helpers.training import divergence, fallback, trainer
 from helpers.training import masks as templates
-from helpers.training.config import resolve_config
+from helpers.training.config import epochs_from_data, resolve_config
 from helpers.training.runrecord import RunRecord
 
 log = logging.getLogger(__name__)
+
+#: new tokens per fact-recall answer: a taught fact comes in the first sentence (Mariya's answers
+#: are 25 words at most), and a real model's long base answers would otherwise dominate the time
+RECALL_MAX_NEW_TOKENS = 64
 
 
 class _ReplicaRecord(RunRecord):
@@ -76,6 +81,7 @@ class FineTuneRun:
     rows: list = field(default_factory=list)
     result: Any = None
     answers: dict = field(default_factory=dict)
+    epochs_set: bool = False         # epochs given explicitly (else a small/outside model derives them from the data)
     probes: list = field(default_factory=list)   # the last probes scored, each with ``seen``
 
     # -- setup ---------------------------------------------------------------------------
@@ -101,8 +107,11 @@ class FineTuneRun:
                                 "described": choice.describe()})
         record.update("train_config", cfg.to_dict())
         log.info("Run %s: %s", out, choice.describe())
+        if choice.profile.reasons:
+            record.update("train_config", {"reasons": choice.profile.reasons})
         return cls(choice=choice, cfg=cfg, record=record, output_dir=out,
-                   system_prompt=system_prompt or None, thinking=thinking)
+                   system_prompt=system_prompt or None, thinking=thinking,
+                   epochs_set=train_overrides.get("epochs") is not None)
 
     @property
     def profile(self) -> models.ModelProfile:
@@ -125,6 +134,7 @@ class FineTuneRun:
                                                or self.choice.source(self.cfg.load_in_4bit),
                                      "backend": loading.select_backend(self.cfg.backend),
                                      "bits": getattr(self.model, "_finetuning_bits", None),
+                                     "device": models.device(),
                                      "parameters": sum(p.numel() for p in self.model.parameters())})
         return self.model
 
@@ -158,6 +168,10 @@ class FineTuneRun:
                                          allow_duplicates=allow_duplicates)
         self.record.update("data", {"path": str(path), "examples": len(self.dataset),
                                     "format": self.dataset.format})
+        self.cfg, why = epochs_from_data(self.cfg, self.profile, len(self.dataset), self.epochs_set)
+        if why:
+            log.info("%s", why)
+            self.record.update("train_config", {"epochs": self.cfg.epochs, "epochs_reason": why})
         return self.dataset
 
     def tokenize(self) -> dict[str, Any]:
@@ -204,6 +218,8 @@ class FineTuneRun:
         self.record.update("train", self.result.summary())
         self.record.data["loss_history"] = self.result.loss_history
         self.record.save()
+        if self.result.diverged:
+            log.error("%s", divergence.advice(self.result.diverged, self.cfg.learning_rate))
         return self.result
 
     # -- evaluation ----------------------------------------------------------------------
@@ -216,7 +232,8 @@ class FineTuneRun:
         trained score; ``None`` in a process that does not answer (see :meth:`ask`) or when no
         probe is trained."""
         probes = recall.mark_seen(probes, self.dataset.prompts() if self.dataset is not None else None)
-        answers = self.ask([p["question"] for p in probes], label=f"probes_{label}")
+        answers = self.ask([p["question"] for p in probes], label=f"probes_{label}",
+                           max_new_tokens=RECALL_MAX_NEW_TOKENS)
         if not _answers_here():
             return None
         scores = recall.recall_split(answers, probes)
@@ -272,12 +289,27 @@ class FineTuneRun:
                                      "described": choice.describe()})
         self.record.update("train_config", cfg.to_dict())
 
+    def general_knowledge(self, *, label: str) -> float | None:
+        """Recall on :data:`helpers.evaluation.health.GENERAL_PROBES` (questions any real chat
+        model answers), as the metric ``general_knowledge_<label>``: compare base and tuned to
+        see whether tuning made the model forget. ``None`` where this process does not answer."""
+        probes = health.GENERAL_PROBES
+        answers = self.ask([p["question"] for p in probes], label=f"general_{label}",
+                           max_new_tokens=RECALL_MAX_NEW_TOKENS)
+        if not _answers_here():
+            return None
+        score = recall.fact_recall(answers, [p["key_fact"] for p in probes])
+        self.record.set_metric(f"general_knowledge_{label}", round(score, 4))
+        self.record.set_metric(f"collapsed_answers_{label}", round(health.collapsed_share(answers), 4))
+        return score
+
     def train_with_fallback(self, probes: Sequence[dict] = (), questions: Sequence[str] = (), *,
                             automatic: bool = True, on_step=None, live_plot: bool = True,
-                            min_seq_length: int | None = None):
+                            min_seq_length: int | None = None, general: bool = False):
         """Load, ask the base model, train and evaluate; on out-of-memory at any of these (loading
         included), go down :func:`helpers.training.fallback.ladder`: shorter sequences, batch 1, lighter
-        models. Returns :class:`helpers.training.fallback.FallbackResult`."""
+        models. ``general``: also measure general knowledge before and after
+        (:meth:`general_knowledge`). Returns :class:`helpers.training.fallback.FallbackResult`."""
         def attempt(rung):
             self.use(rung.choice, rung.cfg)
             with memory.stage("load"):
@@ -287,6 +319,8 @@ class FineTuneRun:
                     self.ask(list(questions), label="base_question")
                 if probes:
                     self.fact_recall(probes, label="base")
+                if general:
+                    self.general_knowledge(label="base")
             with memory.stage("train"):
                 self.tokenize()
                 self.add_lora()
@@ -296,53 +330,13 @@ class FineTuneRun:
                     self.ask(list(questions), label="tuned_question")
                 if probes:
                     self.fact_recall(probes, label="tuned")
+                if general:
+                    self.general_knowledge(label="tuned")
             return result
 
         return fallback.run_with_fallback(self.choice, self.cfg, attempt, automatic=automatic,
                                           on_step=on_step, record=self.record, cleanup=self.free,
                                           min_seq_length=min_seq_length)
-
-
-def export_table(run: FineTuneRun, formats: Sequence[str], question: str):
-    """Export the run's adapter in ``formats`` (adapter, merged, gguf) beside it, in
-    ``<run>/export``; each export is reloaded and asked ``question``. A table of what was written,
-    or a one-line note when nothing was asked for."""
-    import pandas as pd
-    if not formats:
-        return pd.DataFrame([{"export": "none asked for: set the export parameter to adapter, "
-                                        "merged and/or gguf"}]).set_index("export")
-    with run.record.phase("export"):
-        rows = export.export_all(run.output_dir, run.output_dir / "export", tuple(formats), question,
-                                 system_prompt=run.system_prompt)
-    run.record.update("exports", {k: _export_entry(v) for k, v in rows.items()})
-    table = pd.DataFrame(rows).T
-    return table[[c for c in ("status", "size_mb", "outtype", "outtype_asked", "answer", "reason",
-                              "seconds", "path") if c in table]]
-
-
-def _export_entry(row: dict[str, Any]) -> dict[str, Any]:
-    """What run.json keeps of an :func:`helpers.export.export_all` row: status, path, size, why it
-    was skipped or failed (``reason``, None when ok) and, for a GGUF, the weight type written
-    (``outtype``) and the one asked for when it differs (``outtype_asked``: GPT-OSS is MXFP4)."""
-    entry = {k: row.get(k) for k in ("status", "path", "size_mb", "reason")}
-    entry.update({k: row[k] for k in ("outtype", "outtype_asked") if k in row})
-    return entry
-
-
-def before_after_table(questions: Sequence[str], before: Sequence[str], after: Sequence[str],
-                       key_facts: Sequence[str] | None = None, seen: Sequence[bool] | None = None):
-    """A pandas DataFrame: question, base answer, tuned answer (and whether each has the fact;
-    with ``seen``, whether the question's phrasing was a training prompt)."""
-    import pandas as pd
-    df = pd.DataFrame({"question": list(questions), "base answer": list(before),
-                       "tuned answer": list(after)})
-    if seen is not None:
-        df.insert(1, "phrasing", ["trained" if s else "unseen" for s in seen])
-    if key_facts is not None:
-        df.insert(1, "key fact", list(key_facts))
-        df["base has fact"] = [recall.contains_fact(a, k) for a, k in zip(before, key_facts)]
-        df["tuned has fact"] = [recall.contains_fact(a, k) for a, k in zip(after, key_facts)]
-    return df
 
 
 # -- command line --------------------------------------------------------------------------
@@ -425,13 +419,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome = run.train_with_fallback(
                 probes if ask_base else (), questions if ask_base else (),
                 automatic=not args.no_fallback and not dist.active, live_plot=False,
-                on_step=lambda e: print(fallback.format_event(e)))
+                on_step=lambda e: print(fallback.format_event(e)),
+                general=ask_base and not run.profile.is_standin)
             result = outcome.result
             stats = run.record.data["data"]
             print(f"Mask check: {stats['trained_tokens']} of {stats['tokens']} tokens trained "
                   f"({stats['trained_share']:.1%})")
-            print(f"Trained {result.steps} steps in {result.train_seconds:.0f} s, final loss "
-                  f"{result.final_loss:.4f}; adapter saved in {result.adapter_dir}")
+            print(f"Trained {result.steps} steps on {result.device} in {result.train_seconds:.0f} s, "
+                  f"final loss {result.final_loss:.4f}; adapter saved in {result.adapter_dir}")
             if dist.active:
                 print(f"Distributed: {result.world_size} processes ({result.distributed_type})")
             if ask_base:
@@ -448,16 +443,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nQ: {q}")
             if before is not None:
                 print(f"  base : {before[i]}")
-            print(f"  tuned: {after[i]}")
+            print(f"  tuned: {after[i]}" + (f"   [COLLAPSED: {health.collapsed(after[i])}]"
+                                             if health.collapsed(after[i]) else ""))
         rec = run.finish()
+        m = rec["metrics"]
+        if "general_knowledge_tuned" in m:
+            print(f"\nGeneral knowledge ({len(health.GENERAL_PROBES)} questions any chat model answers): "
+                  f"base {m['general_knowledge_base']:.0%} -> tuned {m['general_knowledge_tuned']:.0%}; "
+                  f"collapsed answers after tuning: {m['collapsed_answers_tuned']:.0%}")
         if probes and after:
             print("\nFact recall (trained phrasing: a training prompt; unseen: not in the data):\n"
                   + run.recall_table().to_string())
         if rec["metrics"]:
             print("\nMetrics:", ", ".join(f"{k}={v}" for k, v in rec["metrics"].items()))
         print(f"Run record: {run.record.path}")
+        if rec["status"] == "diverged":
+            print("\nerror: " + divergence.advice(rec["train"]["diverged"], run.cfg.learning_rate),
+                  file=sys.stderr)
+            return 3
         return 0
     except (models.UnknownModelError, models.GPURequiredError, data_mod.DataError,
+            models.sources.ModelSourceError,
             FileNotFoundError, TypeError, ImportError, templates.MaskingError,
             DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)

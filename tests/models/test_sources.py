@@ -47,7 +47,7 @@ def test_a_real_sized_folder_gets_size_defaults_not_the_standin_recipe(tmp_path)
     p = models.get_profile(str(folder))
     standin = models.get_profile("tiny-qwen2.5")
     assert p.family == "qwen2.5" and not p.is_standin and p.params == 494_032_768
-    assert p.train.learning_rate == 3e-4 and p.train.learning_rate != standin.train.learning_rate
+    assert p.train.learning_rate == 1e-3 and p.train.learning_rate != standin.train.learning_rate
     assert (p.lora.r, p.lora.alpha) == (16, 32) and len(p.lora.target_modules) == 7
     assert p.train.epochs_from_data and "learning_rate" in p.reasons
     assert p.max_seq_length == 2048
@@ -59,7 +59,7 @@ def test_epochs_come_from_the_data_unless_set():
     p = models.get_profile("qwen2.5-0.5b")
     cfg = resolve_config(p)  # batch 4 x 2 = 8 per step
     cfg2, why = epochs_from_data(cfg, p, 240, epochs_set=False)
-    assert cfg2.epochs == 4 and "240 examples" in why and "set `epochs`" in why
+    assert cfg2.epochs == 2 and "240 examples" in why and "set `epochs`" in why
     assert epochs_from_data(cfg, p, 5000, epochs_set=False)[0].epochs == 1
     assert epochs_from_data(cfg, p, 20, epochs_set=False)[0].epochs == sizing.MAX_EPOCHS
     assert epochs_from_data(cfg, p, 240, epochs_set=True) == (cfg, None)
@@ -164,3 +164,22 @@ def test_a_gguf_file_is_a_model(random_standin, tmp_path, monkeypatch):
 def test_missing_gguf_file_names_the_setting(tmp_path):
     with pytest.raises(sources.ModelSourceError, match="GGUF file not found.*`model`"):
         models.get_profile(str(tmp_path / "nothing.gguf"))
+
+
+def test_cpu_weights_dtype(monkeypatch):
+    import torch
+
+    from helpers.runtime import loading
+    real, standin = models.get_profile("qwen2.5-0.5b"), models.get_profile("tiny-qwen2.5")
+    monkeypatch.setattr(models, "cuda_available", lambda: False)
+    monkeypatch.setattr(models, "mps_available", lambda: False)
+    monkeypatch.setattr(loading, "cpu_bf16_native", lambda: True)
+    assert loading.load_dtype(real, on_gpu=False) == torch.bfloat16
+    assert loading.load_dtype(standin, on_gpu=False) == torch.float32  # exact tests
+    monkeypatch.setattr(loading, "cpu_bf16_native", lambda: False)
+    assert loading.load_dtype(real, on_gpu=False) == torch.float32
+    monkeypatch.setenv(loading.CPU_DTYPE_ENV, "bfloat16")
+    assert loading.load_dtype(real, on_gpu=False) == torch.bfloat16
+    monkeypatch.setenv(loading.CPU_DTYPE_ENV, "fp8")
+    with pytest.raises(ValueError, match="FINETUNING_CPU_DTYPE.*auto, bfloat16 or float32"):
+        loading.load_dtype(real, on_gpu=False)
