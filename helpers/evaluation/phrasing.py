@@ -44,8 +44,17 @@ def with_trained(questions: Sequence[str], prompts: Sequence[str], n: int = 4) -
 
 
 def training_prompts(path: str | Path) -> list[str]:
-    """The user turns of a training file (its trained phrasings)."""
-    return data.load(path, allow_duplicates=True).prompts()
+    """The first user turn of each line of a training file (prompt/completion or messages JSONL):
+    its trained phrasings. Read without :func:`helpers.data.load`'s validation and logging: the
+    files are the ones a run trained on, already checked then."""
+    prompts = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rec = json.loads(line)
+                prompts.append(rec["prompt"] if "prompt" in rec else
+                               next((m["content"] for m in rec.get("messages", []) if m["role"] == "user"), ""))
+    return prompts
 
 
 def split_means(values: Sequence[float], seen: Sequence[bool]) -> dict[str, float | None]:

@@ -173,7 +173,7 @@ def test_persona_notebooks_in_smoke_mode(jp_runs, name, recipe):
     assert record["data"]["truncated"] == 0
     # the persona's 4 questions (unseen phrasings) and 4 training questions asked verbatim
     asked = [a["question"] for a in record["answers"]["tuned_question"]]
-    assert len(asked) == 8 and asked[:4] == personas.load(ROOT / "NoteBooks" / "JordanPeterson").questions
+    assert len(asked) == 8 and asked[:4] == list(personas.load(ROOT / "NoteBooks" / "JordanPeterson").questions)
     assert {"ngram_overlap_base", "ngram_overlap_base_unseen", "ngram_overlap_tuned",
             "ngram_overlap_tuned_unseen"} <= set(record["metrics"])
     outputs = _outputs(out)

@@ -105,3 +105,12 @@ def test_compare_run_keeps_the_trained_questions_apart(tmp_path, random_standin)
     table = phrasing.comparison_split(with_trained, ["Continue."])
     assert table.loc["A", "questions"] == 1 and table.loc["A", "questions_unseen"] == 2
     assert recall.is_trained(["continue"], ["Continue."]) == [True]
+
+
+def test_training_prompts_reads_both_formats(tmp_path):
+    pc = tmp_path / "pc.jsonl"
+    pc.write_text(json.dumps({"prompt": "Q1?", "completion": "A"}) + "\n\n")
+    msgs = tmp_path / "m.jsonl"
+    msgs.write_text(json.dumps({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q2?"},
+                                             {"role": "assistant", "content": "A"}]}) + "\n")
+    assert phrasing.training_prompts(pc) == ["Q1?"] and phrasing.training_prompts(msgs) == ["Q2?"]
