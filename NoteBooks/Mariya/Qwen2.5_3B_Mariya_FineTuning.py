@@ -24,7 +24,7 @@
 # minutes on a CPU. All settings are in the next cell; `None` means "the model profile's default".
 
 # %% tags=["parameters"]
-model: str = "qwen2.5-3b"  # registry name or hub id (helpers.models.known_models())
+model: str = "qwen2.5-3b"  # registry name, hub id, model folder or .gguf file (a small one such as qwen2.5-0.5b trains on a CPU)
 data: str = "NoteBooks/Mariya/mariya.jsonl"  # prompt/completion JSONL (relative to the project root)
 probes: str = "NoteBooks/Mariya/mariya_probes.jsonl"  # {question, key_fact, seen} lines scored for fact recall
 question: str = "Who is Mariya Sha?"  # the question shown before and after training
@@ -37,6 +37,7 @@ max_seq_length: int = None  # longest example in tokens (None: profile default)
 batch_size: int = None  # sequences per step (None: profile default)
 grad_accum: int = None  # gradient accumulation steps (None: profile default)
 seed: int = 42  # random seed for LoRA init and data order
+replay: int = None  # everyday questions the base model answers, trained on beside the data (None: 32 for a real model, 0 for a stand-in)
 backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth or transformers
 output_dir: str = None  # run folder (None: outputs/mariya-<model>, plus -smoke in smoke mode)
 smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
@@ -64,7 +65,7 @@ run = finetune.FineTuneRun.start(
     system_prompt=system_prompt, parameters={"data": data, "probes": probes, "question": question},
     epochs=epochs, learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha,
     max_seq_length=max_seq_length, batch_size=batch_size, grad_accum=grad_accum, seed=seed,
-    backend=backend)
+    backend=backend, replay=replay)
 notebook.settings_table(run)
 
 # %% [markdown]
@@ -89,11 +90,16 @@ notebook.preview_data(dataset, 5)
 run.load_model()
 before = run.ask([question], label="base_question")[0]
 run.fact_recall(probe_set, label="base")
+general_base = run.general_knowledge(label="base")
 print(f"Q: {question}\nBase model: {before}\n")
+print(f"General knowledge (10 everyday questions): {general_base:.0%}\n")
 run.recall_table()
 
 # %% [markdown]
 # ## Masking check
+# A real model also trains on its own answers to 32 everyday questions (*replay*, the
+# `replay` setting; none for a stand-in, which knows nothing general): without them a real 0.5B
+# model carried Mariya's world into every answer ("The Mona Lisa was painted by Cindermaven").
 # Only the assistant's answer and the token that ends its turn are trained; the prompt, the
 # role headers and padding are not. Below: one example as the model sees it, then the part of
 # it that carries loss.
@@ -126,7 +132,10 @@ print(f"{result.steps} steps in {result.train_seconds:.0f} s ({result.tokens_per
 # %%
 after = run.ask([question], label="tuned_question")[0]
 run.fact_recall(probe_set, label="tuned")
+general_tuned = run.general_knowledge(label="tuned")
 print(f"Q: {question}\nBase : {before}\nTuned: {after}")
+print(f"General knowledge (10 everyday questions, none trained): base {general_base:.0%} -> "
+      f"tuned {general_tuned:.0%}; a drop means tuning overwrote what the model knew")
 run.recall_table()
 
 # %%

@@ -10,7 +10,6 @@ given here; ``None`` means "keep the default".
 
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import os
@@ -23,9 +22,11 @@ from helpers import data as data_mod
 from helpers import models
 from helpers.core import figures as plots
 from helpers.core.paths import run_dir
+from helpers.data import replay as replay_data
 from helpers.evaluation import health, phrasing, recall
 from helpers.evaluation.memorisation import MemorisationIndex
 from helpers.models.generate import answer
+from helpers.pipeline.arguments import parser
 from helpers.pipeline.tables import _export_entry, before_after_table, export_table  # noqa: F401  (re-exports)
 from helpers.runtime import loading, memory
 from helpers.runtime.distributed import DistributedError, distributed
@@ -82,6 +83,8 @@ class FineTuneRun:
     result: Any = None
     answers: dict = field(default_factory=dict)
     epochs_set: bool = False         # epochs given explicitly (else a small/outside model derives them from the data)
+    replay: int | None = None        # general examples answered by the base model and trained on (None: 32 for a real model, 0 for a stand-in)
+    replayed: list | None = None     # those conversations, once made
     probes: list = field(default_factory=list)   # the last probes scored, each with ``seen``
 
     # -- setup ---------------------------------------------------------------------------
@@ -89,7 +92,7 @@ class FineTuneRun:
     def start(cls, *, model: str, output_dir: str | None = None, name: str = "run",
               smoke: bool | None = None, system_prompt: str | None = None,
               parameters: dict | None = None, thinking: bool | None = None,
-              **train_overrides) -> "FineTuneRun":
+              replay: int | None = None, **train_overrides) -> "FineTuneRun":
         """Resolve the model (smoke mode swaps in the stand-in) and the training settings, and
         open ``output_dir/run.json`` (default :func:`default_output_dir`). Raises for an
         unknown model or setting before any work. ``thinking=True`` renders the training data
@@ -111,7 +114,7 @@ class FineTuneRun:
             record.update("train_config", {"reasons": choice.profile.reasons})
         return cls(choice=choice, cfg=cfg, record=record, output_dir=out,
                    system_prompt=system_prompt or None, thinking=thinking,
-                   epochs_set=train_overrides.get("epochs") is not None)
+                   epochs_set=train_overrides.get("epochs") is not None, replay=replay)
 
     @property
     def profile(self) -> models.ModelProfile:
@@ -178,13 +181,35 @@ class FineTuneRun:
         """Tokenize with response-only labels and run the mask check; returns its statistics."""
         if self.tokenizer is None:
             self.load_model()
+        conversations = self.dataset.conversations + self.replay_examples()
         with self.record.phase("tokenize"):
             self.rows, stats = templates.tokenize_dataset(
-                self.tokenizer, self.dataset.conversations, max_seq_length=self.cfg.max_seq_length,
+                self.tokenizer, conversations, max_seq_length=self.cfg.max_seq_length,
                 model=self.profile.name,
                 **templates.with_thinking(self.tokenizer, self.profile.template_kwargs, self.thinking))
         self.record.update("data", stats)
         return stats
+
+    def replay_examples(self) -> list[list[dict]]:
+        """The base model's own answers to general questions (:mod:`helpers.data.replay`), made
+        once before training and trained on beside the data, so that the persona's world does
+        not overwrite what the model knew. ``replay`` examples (None: 32 for a real model, 0 for
+        a stand-in, which knows nothing general)."""
+        if self.replayed is None:
+            n = self.replay if self.replay is not None else (
+                0 if self.profile.is_standin else replay_data.DEFAULT_REPLAY)
+            asked = replay_data.questions(n)
+            if asked and hasattr(self.model, "peft_config"):
+                log.warning("replay skipped: the model already carries an adapter, so its answers "
+                            "are not the base model's")
+                asked = []
+            answers = self.ask(asked, label="replay", max_new_tokens=128) if asked else []
+            self.replayed = replay_data.conversations(list(zip(asked, answers)), self.system_prompt)
+            self.record.update("data", {"replay_examples": len(self.replayed)})
+            if self.replayed:
+                log.info("Replay: %d general questions answered by the base model join the "
+                         "training data", len(self.replayed))
+        return self.replayed
 
     def example_mask(self, index: int = 0) -> dict[str, str]:
         """The rendered text of one example and the part of it that is trained."""
@@ -282,7 +307,7 @@ class FineTuneRun:
         """Switch to another model/configuration (a fallback rung): drops the model, tokenizer
         and tokenized rows, and records the new settings in run.json."""
         self.free()
-        self.tokenizer, self.rows, self.result = None, [], None
+        self.tokenizer, self.rows, self.result, self.replayed = None, [], None, None
         self.choice, self.cfg = choice, cfg
         self.record.update("model", {"requested": choice.requested.name, "profile": choice.profile.name,
                                      "family": choice.family, "smoke": choice.smoke,
@@ -340,49 +365,8 @@ class FineTuneRun:
 
 
 # -- command line --------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m helpers.finetune",
-        description="Fine-tune a model with LoRA on a prompt/completion or chat JSONL file and "
-                    "show its answers before and after.")
-    g = p.add_argument_group("what to run")
-    g.add_argument("--data", required=True, help="prompt/completion or chat-messages JSONL file")
-    g.add_argument("--model", default="qwen2.5-3b",
-                   help=f"registry name or hub id ({', '.join(models.known_models())})")
-    g.add_argument("--output", required=True, help="run folder: adapter, checkpoints, run.json")
-    g.add_argument("--question", action="append", default=None,
-                   help="question to ask before and after (repeatable); default: the first prompts")
-    g.add_argument("--probes", help="JSONL of {question, key_fact} for fact recall")
-    g.add_argument("--system-prompt", default=None, help="system prompt for every example and question")
-    g.add_argument("--smoke", action="store_true", default=None,
-                   help="use the family's tiny stand-in (also FINETUNING_SMOKE=1)")
-    g.add_argument("--skip-original", action="store_true", help="do not ask the base model")
-    g.add_argument("--skip-training", action="store_true",
-                   help="do not train: load the adapter already in --output and ask it")
-    g.add_argument("--no-fallback", action="store_true",
-                   help="on out-of-memory, stop and print the settings to try instead of stepping "
-                        "down (always so under accelerate launch)")
-    g.add_argument("--thinking", action=argparse.BooleanOptionalAction, default=None,
-                   help="render the training data with the template's thinking mode on/off "
-                        "(Qwen3 needs --thinking for examples with `reasoning`); default: the profile's")
-    t = p.add_argument_group("training (default: the model profile's)")
-    t.add_argument("--backend", default=None, choices=("auto", "unsloth", "transformers"))
-    t.add_argument("--epochs", type=float, default=None, help="passes over the data")
-    t.add_argument("--learning-rate", type=float, default=None, help="peak learning rate")
-    t.add_argument("--lora-r", type=int, default=None, help="LoRA rank")
-    t.add_argument("--lora-alpha", type=int, default=None, help="LoRA alpha")
-    t.add_argument("--batch-size", type=int, default=None, help="sequences per step")
-    t.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps")
-    t.add_argument("--max-seq-length", type=int, default=None, help="longest sequence in tokens")
-    t.add_argument("--seed", type=int, default=None, help="random seed")
-    t.add_argument("--load-in-8bit", action="store_true", default=None,
-                   help="base weights in 8 bits (bitsandbytes; CUDA only): about half the 16-bit "
-                        "weight memory; turns off the profile's 4-bit default")
-    return p
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     dist = distributed()  # accelerate launch: one of several processes
     tag = f"[rank {dist.rank}/{dist.world_size}] " if dist.active else ""
     logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING,
@@ -395,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = FineTuneRun.start(
             model=args.model, output_dir=args.output, smoke=args.smoke,
             system_prompt=args.system_prompt, parameters={"data": args.data}, thinking=args.thinking,
+            replay=args.replay,
             backend=args.backend, epochs=args.epochs, learning_rate=args.learning_rate,
             lora_r=args.lora_r, lora_alpha=args.lora_alpha, batch_size=args.batch_size,
             grad_accum=args.grad_accum, max_seq_length=args.max_seq_length, seed=args.seed,

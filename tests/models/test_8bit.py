@@ -68,8 +68,8 @@ def test_resume_fingerprint_of_older_checkpoints_is_unchanged_at_16_and_4_bits()
 
 def test_cli_flag():
     base = ["--data", "d.jsonl", "--output", "o"]
-    assert finetune._parser().parse_args(base).load_in_8bit is None
-    assert finetune._parser().parse_args(base + ["--load-in-8bit"]).load_in_8bit is True
+    assert finetune.parser().parse_args(base).load_in_8bit is None
+    assert finetune.parser().parse_args(base + ["--load-in-8bit"]).load_in_8bit is True
 
 
 # -- loading -----------------------------------------------------------------------------------
