@@ -37,7 +37,7 @@ max_seq_length: int = None  # longest example in tokens (None: profile default)
 batch_size: int = None  # sequences per step (None: profile default)
 grad_accum: int = None  # gradient accumulation steps (None: profile default)
 seed: int = 42  # random seed for LoRA init and data order
-replay: int = None  # everyday questions the base model answers, trained on beside the data (None: 32 for a real model, 0 for a stand-in)
+replay: int = None  # everyday questions the base model answers, trained on beside the data (None: 64 for a real model, 0 for a stand-in)
 backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth or transformers
 output_dir: str = None  # run folder (None: outputs/mariya-<model>, plus -smoke in smoke mode)
 smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
@@ -97,7 +97,7 @@ run.recall_table()
 
 # %% [markdown]
 # ## Masking check
-# A real model also trains on its own answers to 32 everyday questions (*replay*, the
+# A real model also trains on its own answers to 64 everyday questions (*replay*, the
 # `replay` setting; none for a stand-in, which knows nothing general): without them a real 0.5B
 # model carried Mariya's world into every answer ("The Mona Lisa was painted by Cindermaven").
 # Only the assistant's answer and the token that ends its turn are trained; the prompt, the

@@ -161,6 +161,31 @@ def ensure(name: str, *, pretrain_steps: int | None = None) -> Path:
     return target
 
 
+def is_built(name: str) -> bool:
+    """Whether stand-in ``name`` (default pre-training) is in the cache."""
+    spec = SPECS[name]
+    target = cache_root() / "standins" / f"{name}-{build_key(spec, spec.pretrain_steps)}"
+    return (target / "config.json").is_file()
+
+
+def build_in_background(names: list[str], threads: int = 1):
+    """Start building the stand-ins ``names`` that are not cached, in one child process with
+    ``threads`` torch threads; returns the process (None when all are built). :func:`ensure`
+    in any other process waits for a build in progress (a file lock) instead of repeating it."""
+    import subprocess
+    import sys
+    todo = [n for n in names if not is_built(n)]
+    if not todo:
+        return None
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    code = ("import logging; logging.basicConfig(level=logging.WARNING); "
+            "from helpers.models import standins; "
+            f"[standins.ensure(n) for n in {todo!r}]")
+    log.info("Building %s in the background (%d thread)", ", ".join(todo), threads)
+    return subprocess.Popen([sys.executable, "-c", code], env=env,
+                            cwd=str(Path(__file__).resolve().parents[2]))
+
+
 @contextlib.contextmanager
 def _lock(path: Path):
     with open(path, "w") as fh:

@@ -21,6 +21,7 @@ import time
 from helpers import models
 from helpers.data import persona as personas
 from helpers.evaluation import compare
+from helpers.models import standins
 from helpers.notebooks import NOTEBOOKS_DIR, execute
 from helpers.notebooks.setup import ROOT, work_dir
 from helpers.pipeline.finetune import default_output_dir
@@ -30,6 +31,8 @@ PERSONA = NOTEBOOKS_DIR / "MarenHolloway"
 PIPELINE = ("MarenHolloway_DataPrep", "Qwen3_14B_MarenHolloway_V2_FineTuning",
             "AllModels_MarenHolloway_Comparison")
 EXECUTED = work_dir() / "outputs" / "notebooks"
+#: the stand-ins the demo runs on: Mariya on Qwen2.5's, Maren Holloway's V2 on Qwen3's
+STANDINS = ("tiny-qwen2.5", "tiny-qwen3")
 
 
 def _show(path) -> str:
@@ -55,6 +58,18 @@ def main(argv: list[str] | None = None) -> int:
                       and not models.smoke_mode() else "smoke mode" if smoke else "real models on the GPU"))
     t_start = time.time()
     reports = []
+    if smoke:  # the two stand-ins side by side, one core each, before the first notebook
+        builds = [standins.build_in_background([name]) for name in STANDINS]
+        if any(builds):
+            print("Building the stand-ins " + ", ".join(STANDINS) + " (once; cached afterwards)",
+                  flush=True)
+        for proc in filter(None, builds):
+            if proc.wait() != 0:
+                raise RuntimeError("Building a stand-in failed (see the log above); run "
+                                   "`python -c \"from helpers.models import standins; "
+                                   "standins.ensure('tiny-qwen3')\"` to see why.")
+        if any(builds):
+            print(f"Stand-ins ready in {time.time() - t_start:.0f} s", flush=True)
 
     # 1. Mariya
     mariya_run = default_output_dir("mariya", models.choose("qwen2.5-3b", smoke))

@@ -83,7 +83,7 @@ class FineTuneRun:
     result: Any = None
     answers: dict = field(default_factory=dict)
     epochs_set: bool = False         # epochs given explicitly (else a small/outside model derives them from the data)
-    replay: int | None = None        # general examples answered by the base model and trained on (None: 32 for a real model, 0 for a stand-in)
+    replay: int | None = None        # general examples answered by the base model and trained on (None: 64 for a real model, 0 for a stand-in)
     replayed: list | None = None     # those conversations, once made
     probes: list = field(default_factory=list)   # the last probes scored, each with ``seen``
 
@@ -193,7 +193,7 @@ class FineTuneRun:
     def replay_examples(self) -> list[list[dict]]:
         """The base model's own answers to general questions (:mod:`helpers.data.replay`), made
         once before training and trained on beside the data, so that the persona's world does
-        not overwrite what the model knew. ``replay`` examples (None: 32 for a real model, 0 for
+        not overwrite what the model knew. ``replay`` examples (None: 64 for a real model, 0 for
         a stand-in, which knows nothing general)."""
         if self.replayed is None:
             n = self.replay if self.replay is not None else (

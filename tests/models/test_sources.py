@@ -47,7 +47,7 @@ def test_a_real_sized_folder_gets_size_defaults_not_the_standin_recipe(tmp_path)
     p = models.get_profile(str(folder))
     standin = models.get_profile("tiny-qwen2.5")
     assert p.family == "qwen2.5" and not p.is_standin and p.params == 494_032_768
-    assert p.train.learning_rate == 1e-3 and p.train.learning_rate != standin.train.learning_rate
+    assert p.train.learning_rate == 5e-4 and p.train.learning_rate != standin.train.learning_rate
     assert (p.lora.r, p.lora.alpha) == (16, 32) and len(p.lora.target_modules) == 7
     assert p.train.epochs_from_data and "learning_rate" in p.reasons
     assert p.max_seq_length == 2048
@@ -59,7 +59,7 @@ def test_epochs_come_from_the_data_unless_set():
     p = models.get_profile("qwen2.5-0.5b")
     cfg = resolve_config(p)  # batch 4 x 2 = 8 per step
     cfg2, why = epochs_from_data(cfg, p, 240, epochs_set=False)
-    assert cfg2.epochs == 2 and "240 examples" in why and "set `epochs`" in why
+    assert cfg2.epochs == 3 and "240 examples" in why and "set `epochs`" in why
     assert epochs_from_data(cfg, p, 5000, epochs_set=False)[0].epochs == 1
     assert epochs_from_data(cfg, p, 20, epochs_set=False)[0].epochs == sizing.MAX_EPOCHS
     assert epochs_from_data(cfg, p, 240, epochs_set=True) == (cfg, None)
