@@ -7,6 +7,7 @@ import pytest
 
 from helpers.pipeline import finetune
 from helpers.training.divergence import DivergenceWatch, advice
+from tests.pipeline.test_cli import small_data  # noqa: F401  (the same 8 pairs)
 
 
 def test_nan_stops_at_once():
@@ -42,19 +43,10 @@ def test_advice_names_the_setting_and_a_lower_value():
     assert "learning_rate=0.005" in text and "0.00125" in text
 
 
-@pytest.fixture
-def pairs(tmp_path):
-    p = tmp_path / "pairs.jsonl"
-    p.write_text("\n".join(json.dumps({"prompt": f"Who is person {i}?",
-                                       "completion": f"Person {i} is a baker in the old town."})
-                           for i in range(8)) + "\n")
-    return p
-
-
 @pytest.mark.slow
-def test_a_run_whose_loss_explodes_is_stopped_and_reported(pairs, random_standin, tmp_path, capsys):
+def test_a_run_whose_loss_explodes_is_stopped_and_reported(small_data, random_standin, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = finetune.main(["--data", str(pairs), "--model", str(random_standin("qwen2.5")),
+    rc = finetune.main(["--data", str(small_data), "--model", str(random_standin("qwen2.5")),
                         "--output", str(out), "--question", "Who is person 3?", "--epochs", "10",
                         "--batch-size", "4", "--learning-rate", "30", "--skip-original"])
     err = capsys.readouterr().err
