@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -95,6 +96,26 @@ def test_dataprep_notebook_on_the_sample_book_and_its_cache(tmp_path):
     again = json.loads((tmp_path / "again.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in again["cells"] for o in c.get("outputs", []))
     assert "0 asked" in text and len((data_dir / "questions.jsonl").read_text().splitlines()) == len(cache)
+
+
+@pytest.mark.slow
+def test_dataprep_notebook_reports_the_cleaning_of_a_real_book(tmp_path):
+    """The DataPrep notebook on a real PDF manual (Debian's FAQ, fetched with apt into the cache):
+    the cleaning report names the book, says what each rule removed and gives a verdict."""
+    from tests.books import realbooks as rb
+    if rb.apt_available():
+        pytest.skip(rb.apt_available())
+    book = next(b for b in rb.all_books() if b.name == "debian-faq.en.pdf")
+    (tmp_path / "books").mkdir()
+    shutil.copy(book, tmp_path / "books" / book.name)
+    params = {"smoke": True, "qa_source": "rule", "books": str(tmp_path / "books"),
+              "sample_book": False, "output_dir": str(tmp_path / "data")}
+    out = notebooks.execute(DATAPREP, tmp_path / "dataprep.ipynb", params, progress=False)
+    nb = json.loads(out.read_text())
+    text = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/html", ""))
+                   for c in nb["cells"] for o in c.get("outputs", []))
+    assert "debian-faq" in text and "verdict" in text and "running header" in text.lower()
+    assert (tmp_path / "data" / "v2_train.jsonl").is_file()
 
 
 def test_persona_notebooks_share_one_shape():
