@@ -368,10 +368,13 @@ def profile_for_config(config: dict, *, name: str, display_name: str, source: st
 
 
 def profile_for_folder(path: str | os.PathLike) -> ModelProfile:
-    """A profile for a local model folder (see :func:`profile_for_config`)."""
+    """A profile for a local model folder (see :func:`profile_for_config`); its own chat
+    template, where it has one, must render its family's format."""
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
-    return profile_for_config(config, name=str(path), display_name=path.name, source=str(path))
+    profile = profile_for_config(config, name=str(path), display_name=path.name, source=str(path))
+    sources.check_template(path, profile.family, config.get("model_type"))
+    return profile
 
 
 def smoke_mode(smoke: bool | None = None) -> bool:

@@ -20,3 +20,6 @@ TEMPLATE_KWARGS = {
 #: transformers' ``config.model_type`` -> family
 MODEL_TYPE_TO_FAMILY = {"qwen2": "qwen2.5", "qwen3": "qwen3", "qwen3_moe": "qwen3",
                         "gpt_oss": "gpt-oss"}
+
+#: a string each family's chat template renders (checked against a model folder's own template)
+TEMPLATE_MARKERS = {"qwen2.5": "<|im_start|>", "qwen3": "<|im_start|>", "gpt-oss": "<|start|>"}

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from helpers.models import standins
+from helpers.models.families import TEMPLATE_MARKERS
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,34 @@ def hub_config(repo_id: str) -> dict:
             f"{how}. Download it once where the hub is reachable (`hf download {repo_id}`), "
             "pass a local folder holding config.json, or a .gguf file, as `model`.") from e
     return json.loads(Path(path).read_text())
+
+
+def folder_chat_template(folder: str | os.PathLike) -> str | None:
+    """A model folder's chat template text (``chat_template.jinja``, else the
+    ``chat_template`` of ``tokenizer_config.json``), None when it has none."""
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
+    try:
+        template = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template")
+    except (OSError, ValueError):
+        return None
+    if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+        template = "\n".join(t.get("template", "") for t in template)
+    return template or None
+
+
+def check_template(folder: str | os.PathLike, family: str, model_type: str | None) -> None:
+    """Refuse a model folder whose own chat template does not render its family's format (a
+    config and template from different models); a folder without a template passes."""
+    template = folder_chat_template(folder)
+    marker = TEMPLATE_MARKERS[family]
+    if template is not None and marker not in template:
+        raise ModelSourceError(
+            f"{folder}: config.json says model_type {model_type!r} (the {family} family), but the "
+            f"folder's chat template does not render that family's format (no {marker!r}). Use the "
+            "chat template the model was trained with (its makers' tokenizer_config.json or "
+            "chat_template.jinja).")
 
 
 def _fingerprint(path: Path) -> str:

@@ -183,3 +183,13 @@ def test_cpu_weights_dtype(monkeypatch):
     monkeypatch.setenv(loading.CPU_DTYPE_ENV, "fp8")
     with pytest.raises(ValueError, match="FINETUNING_CPU_DTYPE.*auto, bfloat16 or float32"):
         loading.load_dtype(real, on_gpu=False)
+
+
+def test_a_folder_whose_template_is_another_familys_is_refused(random_standin, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(random_standin("qwen2.5"), folder)
+    gpt_oss = sources.folder_chat_template(random_standin("gpt-oss"))
+    (folder / "chat_template.jinja").write_text(gpt_oss)
+    with pytest.raises(sources.ModelSourceError, match=r"model_type 'qwen2'.*qwen2.5 family.*'<\|im_start\|>'"):
+        models.get_profile(str(folder))
+    assert models.get_profile(str(random_standin("qwen3"))).family == "qwen3"  # its own template passes
