@@ -1,19 +1,23 @@
-"""``make demo``: the Mariya notebook, then a whole persona pipeline, headless.
+"""``make demo``: a whole persona pipeline and the Mariya notebook, headless.
 
-1. Mariya: teach Qwen2.5 facts it cannot know (fact recall before and after).
-2. Maren Holloway, the invented author of the project's sample book: books to training data
+1. Maren Holloway, the invented author of the project's sample book: books to training data
    (rule-based questions, no API key), V2 fine-tuning of Qwen3-14B, then the comparison of the
    base and tuned models.
+2. Mariya: teach Qwen2.5 facts it cannot know (fact recall before and after).
 
 Without an NVIDIA GPU every model is its family's tiny stand-in (smoke mode); with one, the real
-models are trained. Prints where each executed notebook (the report) is.
+models are trained. On a first run the pre-trained Qwen2.5 stand-in (about two minutes on one
+core) builds in a child process while step 1 runs on the other core, one thread; Mariya then
+gets every core. Prints where each executed notebook (the report) is.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -31,8 +35,7 @@ PERSONA = NOTEBOOKS_DIR / "MarenHolloway"
 PIPELINE = ("MarenHolloway_DataPrep", "Qwen3_14B_MarenHolloway_V2_FineTuning",
             "AllModels_MarenHolloway_Comparison")
 EXECUTED = work_dir() / "outputs" / "notebooks"
-#: the stand-ins the demo runs on: Mariya on Qwen2.5's, Maren Holloway's V2 on Qwen3's
-STANDINS = ("tiny-qwen2.5", "tiny-qwen3")
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _show(path) -> str:
@@ -47,6 +50,23 @@ def _run(name: str, notebook, params: dict) -> tuple[str, float]:
     return _show(out), time.time() - t0
 
 
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Run the notebooks started inside on ``n`` torch threads (their kernels inherit the
+    environment); None leaves the machine's default."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    if n:
+        os.environ.update({k: str(n) for k in _THREAD_VARS})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m helpers.demo", description=__doc__.split("\n\n")[0],
                             epilog="Runs the notebooks in smoke mode without an NVIDIA GPU; "
@@ -58,36 +78,37 @@ def main(argv: list[str] | None = None) -> int:
                       and not models.smoke_mode() else "smoke mode" if smoke else "real models on the GPU"))
     t_start = time.time()
     reports = []
-    if smoke:  # the two stand-ins side by side, one core each, before the first notebook
-        builds = [standins.build_in_background([name]) for name in STANDINS]
-        if any(builds):
-            print("Building the stand-ins " + ", ".join(STANDINS) + " (once; cached afterwards)",
-                  flush=True)
-        for proc in filter(None, builds):
-            if proc.wait() != 0:
-                raise RuntimeError("Building a stand-in failed (see the log above); run "
-                                   "`python -c \"from helpers.models import standins; "
-                                   "standins.ensure('tiny-qwen3')\"` to see why.")
-        if any(builds):
-            print(f"Stand-ins ready in {time.time() - t_start:.0f} s", flush=True)
+    build = None
+    if smoke:  # tiny-qwen2.5 (pre-trained, ~2 min on one core) builds while the persona runs
+        build = standins.build_in_background(["tiny-qwen2.5"])
+        if build:
+            print("Building the stand-in tiny-qwen2.5 on one core (once; cached afterwards) "
+                  "while Maren Holloway's pipeline runs on the other", flush=True)
 
-    # 1. Mariya
+    # 1. the persona pipeline on the sample book (one thread while the build runs beside it)
+    persona_run = default_output_dir("MarenHolloway-v2", models.choose("qwen3-14b", smoke))
+    shutil.rmtree(persona_run, ignore_errors=True)  # a demo starts clean (a real run would resume)
+    with _threads(1 if build else None):
+        for name in PIPELINE:
+            reports.append(_run(name, PERSONA / f"{name}.ipynb", {"smoke": smoke}))
+    if build:
+        if build.wait() != 0:
+            raise RuntimeError("Building a stand-in failed (see the log above); run "
+                               "`python -c \"from helpers.models import standins; "
+                               "standins.ensure('tiny-qwen2.5')\"` to see why.")
+        print(f"Stand-in tiny-qwen2.5 ready after {time.time() - t_start:.0f} s", flush=True)
+
+    # 2. Mariya, on every core
     mariya_run = default_output_dir("mariya", models.choose("qwen2.5-3b", smoke))
-    shutil.rmtree(mariya_run, ignore_errors=True)  # a demo starts clean (a real run would resume)
-    reports.append(_run("Qwen2.5_3B_Mariya_FineTuning", MARIYA,
-                        {"smoke": smoke, "output_dir": str(mariya_run)}))
+    shutil.rmtree(mariya_run, ignore_errors=True)
+    reports.insert(0, _run("Qwen2.5_3B_Mariya_FineTuning", MARIYA,
+                           {"smoke": smoke, "output_dir": str(mariya_run)}))
     m = json.loads((mariya_run / "run.json").read_text())["metrics"]
     mariya_line = (f"fact recall on trained phrasings: base {m['fact_recall_base']:.0%} -> tuned "
                    f"{m['fact_recall_tuned']:.0%}; on unseen phrasings: base "
                    f"{m.get('fact_recall_base_unseen', float('nan')):.0%} -> tuned "
                    f"{m.get('fact_recall_tuned_unseen', float('nan')):.0%}")
     print(mariya_line)
-
-    # 2. the persona pipeline on the sample book
-    persona_run = default_output_dir("MarenHolloway-v2", models.choose("qwen3-14b", smoke))
-    shutil.rmtree(persona_run, ignore_errors=True)
-    for name in PIPELINE:
-        reports.append(_run(name, PERSONA / f"{name}.ipynb", {"smoke": smoke}))
 
     comparison = compare.default_output_dir(personas.load(PERSONA), smoke)
     summary = json.loads((comparison / "comparison.json").read_text())["summary"]
