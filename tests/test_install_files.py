@@ -42,7 +42,8 @@ def _requirements(path: Path) -> list[Requirement]:
 
 def _declared() -> dict[str, list[Requirement]]:
     out: dict[str, list[Requirement]] = {}
-    for spec in PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["gpu"]:
+    extras = [s for name, group in PYPROJECT["optional-dependencies"].items() if name != "test" for s in group]
+    for spec in PYPROJECT["dependencies"] + extras:   # the gpu extra and the optional backends' (tinker)
         req = Requirement(spec)
         out.setdefault(canonicalize_name(req.name), []).append(req)
     return out
