@@ -6,8 +6,8 @@
   told to crash at a step (``crash_at``). Exported weights are written in Tinker's own adapter
   layout for a given set of target shapes and served as ``file://`` URLs.
 - :class:`TinkerLoopback`: an HTTP server on 127.0.0.1 speaking the REST paths the real SDK 0.38
-  calls for a session-less ``RestClient`` (client config, dynamic config, server capabilities,
-  external weights URLs, telemetry) and serving the exported files, so the real SDK code runs.
+  calls for a whole LoRA run (training, checkpoints, sampling, the models list, the adapter
+  export and its files), so the real SDK code runs against it.
 """
 
 from __future__ import annotations
@@ -151,15 +151,35 @@ class FakeRest:
 # -- the loopback server the real SDK talks to ------------------------------------------------
 
 class TinkerLoopback:
-    """``with TinkerLoopback(files={...}) as srv:`` then ``tinker.RestClient(base_url=srv.url,
-    api_key="tml-fake")``. ``models``: what get_server_capabilities lists; ``files``: name ->
-    bytes served under /files/ and listed by the external weights URLs. ``requests`` keeps
-    (method, path, headers) of every request."""
+    """``with TinkerLoopback(...) as srv:`` then ``tinker.ServiceClient(base_url=srv.url,
+    api_key="tml-fake")`` / ``tinker.RestClient(...)``: the REST paths tinker 0.38 calls for a LoRA
+    run (client config with JWT exchange off, session, create_model, get_info, forward_backward
+    (protobuf in and out; ``fail_fwdbwd_at`` fails one), optim_step, save_weights, load_weights,
+    save_weights_external, sampling sessions, asample (protobuf out), retrieve_future, heartbeat,
+    telemetry) and the server
+    capabilities and external weights URLs of a session-less RestClient. ``files``: name ->
+    bytes of the exported adapter, served under /files/. The loss of a model falls with its
+    optimizer steps (2 / (1 + step) per weighted token). ``reply``: (trained?) -> token ids a
+    sampler answers. ``requests`` keeps (method, path, headers); ``fwdbwd`` the decoded batches
+    (per datum: input tokens, target tokens, weights); ``lrs`` every optimizer learning rate."""
 
     def __init__(self, models=("Qwen/Qwen3-32B", "Qwen/Qwen3-30B-A3B", "openai/gpt-oss-20b"),
-                 files: dict[str, bytes] | None = None):
-        self.models, self.files = list(models), dict(files or {})
+                 files: dict[str, bytes] | None = None, reply=lambda trained: [11, 12, 13],
+                 fail_fwdbwd_at: int | None = None):
+        self.models, self.files, self.reply = list(models), dict(files or {}), reply
+        self.fail_fwdbwd_at = fail_fwdbwd_at      # the forward_backward call (1-based) whose result fails
         self.requests: list[tuple[str, str, dict]] = []
+        self.fwdbwd: list[list[dict]] = []
+        self.lrs: list[float] = []
+        self.samples: list[dict] = []
+        self.created: list[dict] = []
+        self.loaded: list[str] = []
+        self._lock = threading.Lock()
+        self._n = 0
+        self._futures: dict[str, tuple[str, object]] = {}
+        self._steps: dict[str, int] = {}          # model id -> optimizer steps
+        self._saved: dict[str, int] = {}          # tinker:// path -> steps at save
+        self._sampling: dict[str, bool] = {}      # sampling session -> trained weights?
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -168,24 +188,22 @@ class TinkerLoopback:
             def log_message(self, *a):
                 pass
 
-            def _reply(self, status: int, body: bytes, ctype: str = "application/json"):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
             def _route(self, method: str):
                 n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
+                body = self.rfile.read(n) if n else b""
                 path = self.path.split("?", 1)[0]
-                outer.requests.append((method, path, dict(self.headers)))
-                status, body = outer.answer(method, path)
-                if isinstance(body, bytes):
-                    self._reply(status, body, "application/octet-stream")
+                with outer._lock:
+                    outer.requests.append((method, path, dict(self.headers)))
+                    status, reply = outer.answer(method, path, dict(self.headers), body)
+                if isinstance(reply, bytes):
+                    data, ctype = reply, "application/x-protobuf" if path.startswith("/api/") else "application/octet-stream"
                 else:
-                    self._reply(status, json.dumps(body).encode())
+                    data, ctype = json.dumps(reply).encode(), "application/json"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_GET(self):
                 self._route("GET")
@@ -193,20 +211,120 @@ class TinkerLoopback:
             def do_POST(self):
                 self._route("POST")
 
+            def do_DELETE(self):
+                self._route("DELETE")
+
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def answer(self, method: str, path: str):
+    def _id(self, prefix: str) -> str:
+        self._n += 1
+        return f"{prefix}-{self._n}"
+
+    def _future(self, kind: str, value, **extra) -> dict:
+        rid = self._id("req")
+        self._futures[rid] = (kind, value)
+        return {"request_id": rid, **extra}
+
+    def _fwdbwd(self, body: bytes):
+        import numpy as np
+        from tinker.proto import tinker_public_pb2 as pb
+        req = pb.ForwardBackwardRequest()
+        req.ParseFromString(body)
+        level = 2.0 / (1 + self._steps.get(req.model_id, 0))
+        batch, out_lp, offsets, loss = [], [], [0], 0.0
+        for d in req.data:
+            tokens = [t for c in d.model_input for t in np.frombuffer(c.encoded_text.tokens, dtype=np.int32).tolist()]
+            target = np.frombuffer(d.loss_fn_inputs["target_tokens"].dense, dtype=np.int64).tolist()
+            weights = np.frombuffer(d.loss_fn_inputs["weights"].dense, dtype=np.float32).tolist()
+            batch.append({"tokens": tokens, "target_tokens": target, "weights": weights})
+            lp = np.full(len(target), -level, dtype=np.float32)
+            out_lp.append(lp)
+            offsets.append(offsets[-1] + lp.nbytes)
+            loss += level * sum(weights)
+        self.fwdbwd.append(batch)
+        out = pb.ForwardBackwardOutput(loss_fn_output_type="ArrayRecord")
+        rec = out.loss_fn_outputs.add()
+        rec.num_datums = len(batch)
+        bt = rec.fields["logprobs"]
+        bt.dtype = pb.DTYPE_FLOAT32
+        bt.data = b"".join(a.tobytes() for a in out_lp)
+        bt.offsets = np.asarray(offsets, dtype=np.int64).tobytes()
+        out.metrics["loss:sum"] = loss
+        return out.SerializeToString()
+
+    def _sample(self, session: str, body: dict) -> bytes:
+        import numpy as np
+        from tinker.proto import tinker_public_pb2 as pb
+        trained = self._sampling[session]
+        prompt = [t for c in body["prompt"]["chunks"] for t in c["tokens"]]
+        self.samples.append({"trained": trained, "prompt": prompt, "params": body.get("sampling_params", {})})
+        out = pb.SampleResponse()
+        seq = out.sequences.add()
+        seq.stop_reason = pb.STOP_REASON_STOP
+        seq.tokens = np.asarray(self.reply(trained), dtype=np.int32).tobytes()
+        return out.SerializeToString()
+
+    def answer(self, method: str, path: str, headers: dict, body: bytes):
+        j = json.loads(body) if body and not path.endswith("/forward_backward") else {}
         if path == "/api/v1/client/config":
-            # pjwt_auth_enabled False: the SDK sends the API key itself (no JWT exchange)
-            return 200, {"pjwt_auth_enabled": False}
+            return 200, {"pjwt_auth_enabled": False}   # the SDK sends the API key itself
         if path == "/api/v1/client/dynamic_config":
             return 200, {}
         if path == "/api/v1/telemetry":
             return 200, {"status": "accepted"}
+        if path == "/api/v1/create_session":
+            return 200, {"type": "create_session", "session_id": self._id("session")}
+        if path == "/api/v1/session_heartbeat":
+            return 200, {"type": "session_heartbeat"}
         if path == "/api/v1/get_server_capabilities":
             return 200, {"supported_models": [{"model_name": m, "trainable": True, "sampleable": True}
                                               for m in self.models]}
+        if path == "/api/v1/create_model":
+            model_id = f"{j['session_id']}:train:{j['model_seq_id']}"
+            self.created.append(j)
+            self._steps[model_id] = 0
+            return 200, self._future("json", {"model_id": model_id, "type": "create_model"}, model_id=model_id)
+        if path == "/api/v1/load_weights":
+            model_id = f"{j['session_id']}:train:{j['model_seq_id']}"
+            self.loaded.append(j["path"])
+            self._steps[model_id] = self._saved[j["path"]]
+            return 200, self._future("json", {"path": j["path"], "model_id": model_id, "type": "load_weights"})
+        if path == "/api/v1/get_info":
+            return 200, {"type": "get_info", "model_id": j["model_id"], "is_lora": True,
+                         "model_data": {"model_name": self.models[0], "arch": "qwen3"}}
+        if path == "/api/v1/forward_backward":
+            out = self._fwdbwd(body)
+            if len(self.fwdbwd) == self.fail_fwdbwd_at:
+                return 200, self._future("json", {"error": "fake Tinker: the worker was lost", "category": "server"})
+            return 200, self._future("proto", out)
+        if path == "/api/v1/optim_step":
+            self.lrs.append(j["adam_params"]["learning_rate"])
+            self._steps[j["model_id"]] = self._steps.get(j["model_id"], 0) + 1
+            return 200, self._future("json", {"metrics": {}})
+        if path == "/api/v1/save_weights":
+            run = j["model_id"].replace(":", "-")
+            saved = f"tinker://{run}/weights/{j['path']}"
+            self._saved[saved] = self._steps[j["model_id"]]
+            return 200, self._future("json", {"path": saved, "type": "save_weights"})
+        if path == "/api/v1/save_weights_external":
+            run = j["model_id"].replace(":", "-")
+            return 200, self._future("json", {"path": f"tinker://{run}/external_weights/{j['path']}",
+                                              "type": "save_weights_external"})
+        if path == "/api/v1/save_weights_for_sampler":
+            session = self._id("sampler")
+            self._sampling[session] = True
+            return 200, self._future("json", {"sampling_session_id": session, "type": "save_weights_for_sampler"})
+        if path == "/api/v1/create_sampling_session":
+            session = self._id("sampler")
+            self._sampling[session] = bool(j.get("model_path"))
+            return 200, {"type": "create_sampling_session", "sampling_session_id": session}
+        if path == "/api/v1/asample":
+            return 200, self._future("proto", self._sample(j["sampling_session_id"], j),
+                                     sample_sequence_ids=[self._id("seq") for _ in range(j.get("num_samples", 1))])
+        if path == "/api/v1/retrieve_future":
+            kind, value = self._futures[j["request_id"]]
+            return 200, value
         if path.startswith("/api/v1/training_runs/") and path.endswith("/external_weights_urls"):
             expires = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
             return 200, {"urls": {name: f"{self.url}/files/{name}" for name in self.files},

@@ -248,31 +248,91 @@ def test_an_unknown_scheduler_is_refused():
 
 # -- the real SDK against a loopback server ----------------------------------------------------
 
-@pytest.mark.skipif(tinker.__version__ != PINNED,
-                    reason=f"the loopback server speaks tinker {PINNED}'s REST paths; installed: {tinker.__version__}")
-def test_real_sdk_lists_models_and_downloads_the_adapter(tmp_path, random_standin):
-    raw = tinker_adapter_files(tmp_path / "made", standin_shapes(random_standin("qwen3")))
+real_sdk = pytest.mark.skipif(
+    tinker.__version__ != PINNED,
+    reason=f"the loopback server speaks tinker {PINNED}'s REST paths; installed: {tinker.__version__}")
+
+
+def loopback(tmp_path, tok, standin, **kw):
+    raw = tinker_adapter_files(tmp_path / "made", standin_shapes(standin))
     files = {p.name: p.read_bytes() for p in raw.iterdir()}
-    exported = []
+    reply = {True: tok.encode("Mariya Sha builds robots.", add_special_tokens=False),
+             False: tok.encode("I do not know.", add_special_tokens=False)}
+    return TinkerLoopback(files=files, reply=lambda trained: reply[trained], **kw), files
 
-    class Exporter:          # the training client's part: the export's tinker:// path
-        def save_weights_external(self, name, ttl_seconds=None):
-            exported.append((name, ttl_seconds))
-            return type("F", (), {"result": lambda self: type("R", (), {"path": f"tinker://run-7/external_weights/{name}"})()})()
 
-    with TinkerLoopback(models=["Qwen/Qwen3-32B", "openai/gpt-oss-20b"], files=files) as srv:
+@real_sdk
+def test_real_sdk_runs_the_whole_run_against_a_loopback_server(tmp_path, rows, tokenizer_for, random_standin):
+    tok = tokenizer_for("qwen3")
+    server, files = loopback(tmp_path, tok, random_standin("qwen3"))
+    record = RunRecord(tmp_path / "run", name="t")
+    with server as srv:
+        service = tinker.ServiceClient(base_url=srv.url, api_key="tml-loopback")
+        rest = tinker.RestClient(base_url=srv.url, api_key="tml-loopback")
+        before = tinker_backend.base_generate(service, "qwen3-32b", tok)(["Who is Mariya Sha?"])
+        result = tinker_backend.train(rows, TrainConfig(**CFG), tmp_path / "run", model="qwen3-32b",
+                                      tokenizer=tok, client=service, rest=rest, record=record)
+        after = tinker_backend.trained_generate(result, tok)(["Who is Mariya Sha?"])
+    assert before == ["I do not know."] and after == ["Mariya Sha builds robots."]
+    # what went over the wire: our LoRA settings, our tokens, our masks as weights, our schedule
+    assert srv.created[0]["base_model"] == "Qwen/Qwen3-32B"
+    assert srv.created[0]["lora_config"]["rank"] == 4 and srv.created[0]["lora_config"]["seed"] == 3
+    assert len(srv.fwdbwd) == 6
+    by_input = {tuple(r["input_ids"][:-1]): r for r in rows}
+    for batch in srv.fwdbwd:
+        for d in batch:
+            row = by_input[tuple(d["tokens"])]
+            assert d["target_tokens"] == row["input_ids"][1:]
+            assert d["weights"] == [float(x != -100) for x in row["labels"][1:]]
+    assert srv.lrs == pytest.approx([5e-5, 1e-4] + [1e-4 * (1 - k / 4) for k in range(4)])
+    # the loss the server reported, per trained token
+    assert [h["loss"] for h in result.loss_history] == pytest.approx([2.0 / (1 + s) for s in range(6)], abs=1e-5)
+    # greedy sampling with the chat template's prompt
+    assert srv.samples[-1]["trained"] and srv.samples[-1]["params"]["temperature"] == 0.0
+    assert srv.samples[-1]["prompt"] == list(tok.apply_chat_template(
+        [{"role": "user", "content": "Who is Mariya Sha?"}], tokenize=True, add_generation_prompt=True)["input_ids"])
+    # the adapter came down byte for byte and became a PEFT folder
+    for name, data in files.items():
+        assert (tmp_path / "run" / "tinker_adapter" / name).read_bytes() == data
+    conf = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
+    assert conf["target_modules"] == ["q_proj", "v_proj"] and conf["base_model_name_or_path"] == "Qwen/Qwen3-32B"
+    # the key went with every API request; checkpoints per epoch; tokens in run.json
+    assert all({k.lower(): v for k, v in h.items()}.get("x-api-key") == "tml-loopback"
+               for _, p, h in srv.requests if p.startswith("/api/"))
+    state = json.loads((tmp_path / "run" / tinker_backend.STATE_FILE).read_text())
+    assert [c["step"] for c in state["checkpoints"]] == [3, 6]
+    assert all(c["path"].startswith("tinker://") for c in state["checkpoints"])
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["tinker"]["sdk"] == PINNED and run["tinker"]["tokens"]["train"] == result.trained_tokens > 0
+
+
+@real_sdk
+def test_real_sdk_resumes_after_a_failed_step(tmp_path, rows, tokenizer_for, random_standin):
+    tok = tokenizer_for("qwen3")
+    server, _ = loopback(tmp_path, tok, random_standin("qwen3"), fail_fwdbwd_at=5)
+    cfg = TrainConfig(**CFG)
+    with server as srv:
+        service = tinker.ServiceClient(base_url=srv.url, api_key="tml-loopback")
+        rest = tinker.RestClient(base_url=srv.url, api_key="tml-loopback")
+        with pytest.raises(tinker.RequestFailedError, match="worker was lost"):
+            tinker_backend.train(rows, cfg, tmp_path / "run", model="qwen3-32b", client=service, rest=rest)
+        saved = json.loads((tmp_path / "run" / tinker_backend.STATE_FILE).read_text())
+        assert saved["step"] == 3
+        again = tinker.ServiceClient(base_url=srv.url, api_key="tml-loopback")
+        result = tinker_backend.train(rows, cfg, tmp_path / "run", model="qwen3-32b", client=again, rest=rest)
+    assert srv.loaded == [saved["path"]] and len(srv.created) == 1    # loaded with its optimizer, not made anew
+    assert result.resumed_from == saved["path"] and len(srv.fwdbwd) == 5 + 3
+    assert srv.lrs[-3:] == pytest.approx([1e-4 * (1 - k / 4) for k in (1, 2, 3)])
+    # the server's loss goes on from step 3, and the history covers the whole run
+    assert [h["loss"] for h in result.loss_history] == pytest.approx([2.0 / (1 + s) for s in range(6)], abs=1e-5)
+
+
+@real_sdk
+def test_real_sdk_models_list_refuses_what_the_service_does_not_train(tmp_path):
+    with TinkerLoopback(models=["Qwen/Qwen3-32B", "openai/gpt-oss-20b"]) as srv:
         rest = tinker.RestClient(base_url=srv.url, api_key="tml-loopback")
         listed = tinker_models.server_models(rest)
         assert listed == ["Qwen/Qwen3-32B", "openai/gpt-oss-20b"]
         with pytest.raises(TinkerModelError, match="not in the models this Tinker service trains today"):
-            tinker_models.tinker_base_model("qwen3-30b-a3b", listed)
-        got = tinker_adapter.download(Exporter(), rest, tmp_path / "down", name="final")
-    paths = [p for _, p, _ in srv.requests]
-    assert "/api/v1/get_server_capabilities" in paths
-    assert "/api/v1/training_runs/run-7/checkpoints/external_weights/final/external_weights_urls" in paths
-    assert all(h.get("X-API-Key", h.get("x-api-key")) == "tml-loopback" for _, p, h in srv.requests
-               if p.startswith("/api/"))
-    for name, data in files.items():
-        assert (got / name).read_bytes() == data
-    out = tinker_adapter.to_peft(got, tmp_path / "peft", base_model="Qwen/Qwen3-32B")
-    assert json.loads((out / "adapter_config.json").read_text())["target_modules"] == ["q_proj", "v_proj"]
+            tinker_backend.train([{"input_ids": [1, 2], "labels": [1, 2]}], TrainConfig(), tmp_path,
+                                 model="qwen3-30b-a3b", client=object(), rest=rest)
