@@ -100,6 +100,9 @@ class FineTuneRun:
         In a multi-process run only the main process writes run.json."""
         choice = models.choose(model, smoke)
         cfg = resolve_config(choice.profile, **train_overrides)
+        if cfg.backend == "tinker" and cls is FineTuneRun:
+            raise ValueError("backend='tinker' trains on Tinker's service: start the run with "
+                             "helpers.pipeline.tinker_run.TinkerRun.start(...) (the same steps, no local GPU).")
         out = Path(output_dir) if output_dir else default_output_dir(name, choice)
         record_cls = RunRecord if distributed().is_main else _ReplicaRecord
         extra = {"thinking": thinking} if thinking is not None else {}

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from helpers.core.files import write_json
+from helpers.models.generate import strip_reasoning
 from helpers.training import tinker_adapter
 from helpers.training.config import TrainConfig
 from helpers.training.tinker_models import (
@@ -148,20 +149,22 @@ def rest_client(base_url: str | None = None):
 
 def generate_fn(sampling_client, tokenizer, *, counts: TokenCounts | None = None,
                 template_kwargs: dict | None = None, max_new_tokens: int = 256,
-                greedy: bool = True) -> Callable[[Sequence[str]], list[str]]:
+                greedy: bool = True, system_prompt: str | None = None) -> Callable[[Sequence[str]], list[str]]:
     """``answer(questions) -> answers`` sampled from ``sampling_client`` with the tokenizer's chat
-    template (greedy by default; the family's stop tokens end an answer); tokens are counted into
+    template (greedy by default; the tokenizer's end-of-sequence token ends an answer; reasoning
+    removed by :func:`helpers.models.generate.strip_reasoning`); tokens are counted into
     ``counts`` (prefill and sample)."""
     types = _types()
     kwargs = dict(template_kwargs or {})
     stop = sorted({t for t in [tokenizer.eos_token_id] if t is not None})
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
 
     def answer(questions: Sequence[str], *, max_new_tokens: int = max_new_tokens) -> list[str]:
         params = types.SamplingParams(max_tokens=max_new_tokens, temperature=0.0 if greedy else 0.7,
                                       stop=stop or None, seed=0)
         futures = []
         for q in questions:
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=True,
+            ids = tokenizer.apply_chat_template(system + [{"role": "user", "content": q}], tokenize=True,
                                                 add_generation_prompt=True, **kwargs)
             ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
             if counts is not None:
@@ -174,7 +177,7 @@ def generate_fn(sampling_client, tokenizer, *, counts: TokenCounts | None = None
             tokens = list(seq.tokens)
             if counts is not None:
                 counts.sample += len(tokens)
-            answers.append(tokenizer.decode(tokens, skip_special_tokens=True).strip())
+            answers.append(strip_reasoning(tokenizer.decode(tokens, skip_special_tokens=False)))
         return answers
 
     return answer

@@ -50,6 +50,17 @@ def tinker_adapter_files(folder: Path, shapes: dict[str, tuple[int, int]], rank:
     return folder
 
 
+def standin_shapes(path) -> dict[str, tuple[int, int]]:
+    """q_proj/v_proj (out, in) of every layer of the stand-in at ``path``, by module name."""
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    shapes = {}
+    for i in range(cfg["num_hidden_layers"]):
+        shapes[f"model.layers.{i}.self_attn.q_proj"] = (cfg["num_attention_heads"] * hd, cfg["hidden_size"])
+        shapes[f"model.layers.{i}.self_attn.v_proj"] = (cfg["num_key_value_heads"] * hd, cfg["hidden_size"])
+    return shapes
+
+
 @dataclass
 class FakeTraining:
     service: "FakeService"

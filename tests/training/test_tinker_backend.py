@@ -17,7 +17,13 @@ from helpers.training.runrecord import RunRecord
 from helpers.training.tinker_models import TinkerModelError, TinkerUnavailableError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.support.fake_tinker import FakeRest, FakeService, TinkerLoopback, tinker_adapter_files  # noqa: E402
+from tests.support.fake_tinker import (  # noqa: E402
+    FakeRest,
+    FakeService,
+    TinkerLoopback,
+    standin_shapes,
+    tinker_adapter_files,
+)
 
 tinker = pytest.importorskip("tinker", reason='the Tinker SDK is not installed (pip install ".[tinker]")')
 PINNED = tinker_models.SDK_VERSION
@@ -33,17 +39,6 @@ CONVERSATIONS = [
 def rows(tokenizer_for):
     tok = tokenizer_for("qwen3")
     return masks.tokenize_dataset(tok, CONVERSATIONS, max_seq_length=256, model="tiny-qwen3")[0]
-
-
-def standin_shapes(path) -> dict[str, tuple[int, int]]:
-    """q_proj/v_proj (out, in) of every layer of the stand-in at ``path``, by module name."""
-    cfg = json.loads((Path(path) / "config.json").read_text())
-    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    shapes = {}
-    for i in range(cfg["num_hidden_layers"]):
-        shapes[f"model.layers.{i}.self_attn.q_proj"] = (cfg["num_attention_heads"] * hd, cfg["hidden_size"])
-        shapes[f"model.layers.{i}.self_attn.v_proj"] = (cfg["num_key_value_heads"] * hd, cfg["hidden_size"])
-    return shapes
 
 
 def fakes(tmp_path, tokenizer, standin, **kw):
