@@ -11,7 +11,12 @@ source: ``TrainingClient.forward_backward(data, loss_fn="cross_entropy")`` then
 - Schedule: ``cfg.batch_size * cfg.grad_accum`` examples per optimizer step, ``cfg.epochs`` passes
   (a fraction allowed), data shuffled per epoch with ``cfg.seed``; the learning rate warms up
   linearly over ``cfg.warmup_ratio`` of the steps, then follows ``cfg.lr_scheduler`` (linear,
-  cosine or constant) and goes to ``AdamParams(learning_rate=...)`` each step.
+  cosine or constant) and goes to ``AdamParams(learning_rate=...)`` each step, with the local
+  trainer's AdamW settings (:data:`ADAM`: transformers' defaults, gradients clipped at norm 1)
+  rather than Tinker's own defaults (beta2 0.95, eps 1e-12, no clipping).
+- LoRA: Tinker chooses modules by kind (``train_attn``/``train_mlp``/``train_unembed``), not by
+  name, so ``cfg.target_modules`` does not apply (logged; run.json ``tinker.lora`` says what ran).
+  GPT-OSS trains attention only by default: its expert LoRA cannot become a PEFT adapter.
 - Checkpoints: ``save_state`` each epoch (and every ``cfg.eval_steps`` steps when set); the
   tinker:// path, the step, the loss history and the tokens so far go to
   ``<run>/tinker_state.json`` (atomic), so a crashed run resumes with
@@ -49,6 +54,8 @@ from helpers.training.trainer import TrainResult, _fingerprint
 log = logging.getLogger(__name__)
 
 STATE_FILE = "tinker_state.json"
+#: AdamW as the local trainer runs it (transformers' TrainingArguments defaults, max_grad_norm 1.0)
+ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "grad_clip_norm": 1.0}
 
 
 def _types():
@@ -200,7 +207,7 @@ def _load_state(output_dir: Path, fingerprint: dict) -> dict | None:
 
 def train(rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike, *, model: str,
           tokenizer=None, client=None, rest=None, record=None, family: str | None = None,
-          train_mlp: bool = True, train_unembed: bool = False, check_server: bool = True,
+          train_mlp: bool | None = None, train_unembed: bool = False, check_server: bool = True,
           prices: tuple[float, float, float] | None = None, download: bool = True,
           on_log: Callable[[list[dict]], None] | None = None) -> TrainResult:
     """Train a LoRA adapter for registry model ``model`` on Tinker with our tokenized ``rows``.
@@ -208,6 +215,7 @@ def train(rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
     ``client``/``rest``: a ServiceClient and RestClient (made from ``TINKER_API_KEY`` when None;
     tests pass fakes). ``record``: a :class:`helpers.training.runrecord.RunRecord` that gets
     ``train``, ``loss_history`` and ``tinker`` (base model, checkpoints, tokens, cost).
+    ``train_mlp`` None: True, except GPT-OSS (attention only, see the module notes).
     The PEFT adapter lands in ``<output_dir>/adapter`` (with the tokenizer when one is given)."""
     types = _types()
     output_dir = Path(output_dir)
@@ -220,10 +228,21 @@ def train(rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
     base = tinker_base_model(model, supported)
     if not rows:
         raise ValueError("backend='tinker' got no training rows: tokenize the data first (FineTuneRun.tokenize).")
+    gpt_oss = family == "gpt-oss" or "gpt-oss" in base
+    if train_mlp is None:
+        train_mlp = not gpt_oss
+    elif train_mlp and gpt_oss and download:
+        raise ValueError("train_mlp=True on GPT-OSS trains its experts, whose LoRA cannot become a PEFT "
+                         "adapter (transformers fuses them into one parameter). Leave train_mlp=None "
+                         "(attention only), or pass download=False and merge with tinker-cookbook.")
+    lora = {"rank": cfg.lora_r, "train_attn": True, "train_mlp": train_mlp, "train_unembed": train_unembed}
+    log.info("Tinker LoRA by module kind (%s); target_modules=%s does not apply on Tinker", lora,
+             ",".join(cfg.target_modules))
 
     fingerprint = {**_fingerprint(cfg, rows), "base_model": base, "train_mlp": train_mlp,
                    "train_unembed": train_unembed}
     steps = plan(len(rows), cfg)
+    learning_rate(len(steps) - 1, len(steps), cfg)     # an unknown scheduler stops here, before any cost
     state = _load_state(output_dir, fingerprint) if cfg.resume else None
     counts = TokenCounts(**(state or {}).get("tokens", {}))
     history: list[dict] = list((state or {}).get("loss_history", []))
@@ -257,7 +276,7 @@ def train(rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
         n_weighted = sum(weighted_tokens(rows[j]) for j in idx)
         lr = learning_rate(i, len(steps), cfg)
         fb = tc.forward_backward(batch, loss_fn="cross_entropy")
-        opt = tc.optim_step(types.AdamParams(learning_rate=lr, weight_decay=cfg.weight_decay))
+        opt = tc.optim_step(types.AdamParams(learning_rate=lr, weight_decay=cfg.weight_decay, **ADAM))
         loss = batch_loss(_result(fb), batch, n_weighted)
         _result(opt)
         n_tokens = sum(d.model_input.length for d in batch)
@@ -297,6 +316,7 @@ def train(rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
         record.update("train", result.summary())
         record.data["loss_history"] = history
         record.update("tinker", {"base_model": base, "checkpoints": checkpoints, "sdk": _sdk_version(),
+                                 "lora": lora, "adam": ADAM,
                                  **cost_summary(base, counts, prices)})
     return result
 

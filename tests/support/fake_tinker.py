@@ -84,6 +84,7 @@ class FakeTraining:
 
     def optim_step(self, params):
         self.service.lrs.append(params.learning_rate)
+        self.service.adam = params
         self.step += 1
         return Future(SimpleNamespace(metrics={}))
 

@@ -78,6 +78,9 @@ def test_training_loop_weights_schedule_cost_and_peft_folder(tmp_path, rows, tok
     # warm-up over 2 steps (25% of 6, rounded up), then linear decay to 0
     assert service.lrs[:2] == pytest.approx([5e-5, 1e-4])
     assert service.lrs[2:] == pytest.approx([1e-4 * (1 - k / 4) for k in range(4)])
+    # AdamW as the local trainer runs it, not Tinker's defaults
+    a = service.adam
+    assert (a.beta1, a.beta2, a.eps, a.grad_clip_norm, a.weight_decay) == (0.9, 0.999, 1e-8, 1.0, 0.0)
     # the loss the fake gives: level 2/(1+step) per trained token, mean per trained token
     assert [h["loss"] for h in result.loss_history] == pytest.approx([2.0 / (1 + s) for s in range(6)], abs=1e-5)
     assert seen_history == [1, 2, 3, 4, 5, 6]
@@ -236,9 +239,25 @@ def test_config_accepts_tinker_and_names_the_fixes(monkeypatch, tmp_path):
         resolve_config(profile, backend="tpu")
 
 
-def test_an_unknown_scheduler_is_refused():
+def test_an_unknown_scheduler_is_refused_before_any_cost(tmp_path, rows, tokenizer_for, random_standin):
+    service, rest = fakes(tmp_path, tokenizer_for("qwen3"), random_standin("qwen3"))
     with pytest.raises(ValueError, match="linear, cosine or constant"):
-        tinker_backend.learning_rate(5, 10, TrainConfig(lr_scheduler="polynomial", warmup_ratio=0))
+        tinker_backend.train(rows, TrainConfig(**{**CFG, "lr_scheduler": "polynomial"}), tmp_path / "run",
+                             model="qwen3-32b", client=service, rest=rest)
+    assert service.created == [] and service.batches == []
+
+
+def test_gpt_oss_trains_attention_only_unless_told(tmp_path, rows, tokenizer_for, random_standin):
+    service, rest = fakes(tmp_path, tokenizer_for("qwen3"), random_standin("qwen3"))
+    record = RunRecord(tmp_path / "run", name="t")
+    tinker_backend.train(rows, TrainConfig(**{**CFG, "epochs": 1}), tmp_path / "run", model="gpt-oss-20b",
+                         client=service, rest=rest, record=record, family="gpt-oss", download=False)
+    assert service.created[0]["train_mlp"] is False and service.created[0]["base_model"] == "openai/gpt-oss-20b"
+    assert record.data["tinker"]["lora"]["train_mlp"] is False
+    with pytest.raises(ValueError, match="train_mlp=True on GPT-OSS"):
+        tinker_backend.train(rows, TrainConfig(**CFG), tmp_path / "run2", model="gpt-oss-20b",
+                             client=service, rest=rest, train_mlp=True)
+    assert len(service.created) == 1
 
 
 # -- the real SDK against a loopback server ----------------------------------------------------
