@@ -76,6 +76,18 @@ result.table()
 result.plot(metric)
 
 # %% [markdown]
+# ## Best checkpoint per point
+# Where a point's notebook scores its per-epoch checkpoints (the persona fine-tuning notebooks'
+# "best checkpoint" section), the checkpoint it chose: the lowest Burrows' Delta to the author
+# (word-frequency distance of the answers to the author's passages, lower is closer) among the
+# checkpoints whose copying (share of answers' 8-word runs found verbatim in the training
+# passages) is at most the ceiling, with its held-out bits per byte (how well it predicts unseen
+# chapters, lower is better). The same numbers are in the table above as `best_checkpoint_*`.
+
+# %%
+result.best_checkpoints()
+
+# %% [markdown]
 # ## Files
 # `sweep.json` (the grid, the fixed parameters and every point's record), `results.csv`,
 # `results.png`, and one folder per point with its `executed.ipynb` and `run.json`.

@@ -29,7 +29,7 @@
 
 # %% tags=["parameters"]
 persona_dir: str = "{{persona_dir}}"  # persona folder holding persona.toml (relative to the project root)
-variants: list = {{variants}}  # one per variant: a base model, model:recipe (that notebook's run), or a run folder
+variants: list = {{variants}}  # one per variant: a base model, model:recipe (that notebook's run), or a run folder; add @best (its best checkpoint) or @checkpoint-<step> to a run, e.g. "qwen3-14b:v2@best"
 runs: list = []  # more run folders to compare (e.g. sweep points)
 data_dir: str = None  # folder of the training sets and held-out split (None: qa_dataset/<Persona>)
 qa_source: str = None  # anthropic, local or rule, if the training sets must be made (None: persona.toml's)

@@ -40,6 +40,8 @@ backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth or tran
 trained_questions: int = 4  # also ask this many training-set questions verbatim (trained phrasing) beside the persona's own (unseen)
 auto: bool = True  # choose 4-bit or 16-bit, batch x accumulation, checkpointing and max length from free memory and the data; explicit values above win
 export: list = []  # also export after training: adapter, merged, gguf (each reloaded and asked a question)
+keep_checkpoints: int = 0  # per-epoch checkpoints kept (0: all, so that the best one can be chosen below)
+copying_ceiling: float = 0.2  # best checkpoint: the most copying allowed (share of answers' 8-word runs found verbatim in the training passages)
 fallback: bool = True  # on out-of-memory step down (shorter sequences, batch 1, lighter models); False stops and says what to set
 output_dir: str = None  # run folder (None: outputs/<persona>-<recipe>-<model>, plus -smoke in smoke mode)
 smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
@@ -94,7 +96,7 @@ run = finetune.FineTuneRun.start(
     system_prompt=persona.system_prompt,
     parameters={"persona": persona.name, "recipe": recipe, "data": str(sets.files[recipe]), "auto": auto,
                 "substitutions": list(persona.substitutions)},
-    backend=backend, **settings)
+    backend=backend, keep_checkpoints=keep_checkpoints, **settings)
 dataset = run.load_data(sets.files[recipe], allow_duplicates=True)  # V1 prompts rotate by design
 print(f"{len(dataset)} {recipe.upper()} examples from {sets.files[recipe]}")
 questions = phrasing.with_trained(persona.questions, dataset.prompts(), trained_questions)
@@ -142,6 +144,28 @@ run.phrasing_split(questions)
 # %%
 finetune.before_after_table(questions, run.answers["base_question"], run.answers["tuned_question"],
                             seen=run.trained_phrasing(questions))
+
+# %% [markdown]
+# ## The best checkpoint
+# Training left a checkpoint at the end of every epoch (`keep_checkpoints`). Each one answers a
+# few questions made from the held-out chapters (sampled, the same seed for all) and is scored:
+#
+# - **bits per byte**: how well the checkpoint predicts the held-out chapters' text, which it never trained on (lower is better).
+# - **Burrows' Delta**: the distance between the word-frequency profile of its answers and the author's passages (lower is closer to the author's style).
+# - **copying**: the share of its answers' 8-word runs found verbatim in the training passages (lower is more of its own writing).
+#
+# The best checkpoint has the lowest Delta among those copying at most `copying_ceiling` (ties: the
+# lower bits per byte). It is recorded in run.json (`best_checkpoint`) and `best_checkpoint.json`;
+# the comparison asks it as `<model>:<recipe>@best`. Results are cached per checkpoint in the run
+# folder (`checkpoint_eval/`).
+
+# %%
+checks = run.best_checkpoint(sets.folder, copying_ceiling=copying_ceiling)
+print(checks.explain())
+checks.table()
+
+# %%
+checks.plot(run.output_dir / "checkpoints.png")
 
 # %% [markdown]
 # ## Save

@@ -8,7 +8,9 @@ model; text metrics from the answers), free the memory, write
 reuses exactly the entries that are still valid and a change is never served from the cache.
 
 A variant is one line: ``"qwen3-14b"`` (the base model), ``"qwen3-14b:v2"`` (the run the persona's
-V2 notebook writes by default) or a run folder (anything with ``run.json`` and ``adapter/``).
+V2 notebook writes by default) or a run folder (anything with ``run.json`` and ``adapter/``); a run
+followed by ``@best`` or ``@checkpoint-<step>`` is that run's best or named per-epoch checkpoint
+(:mod:`helpers.evaluation.checkpoints`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from helpers import models
 from helpers.core import paths
 from helpers.core.paths import ROOT
 from helpers.evaluation import cache as compare_cache
-from helpers.evaluation import metrics
+from helpers.evaluation import checkpoints, metrics
 from helpers.models.generate import answer
 from helpers.runtime import memory
 from helpers.runtime.loading import load_model
@@ -65,10 +67,11 @@ class Variant:
     run_dir: Path | None = None
     smoke: bool = False
     asked_for: str = ""        # the model the run asked for (differs after an OOM fallback)
+    adapter_dir: Path | None = None  # one of the run's checkpoints instead of its final adapter
 
     @property
     def adapter(self) -> Path | None:
-        return self.run_dir / "adapter" if self.run_dir else None
+        return self.adapter_dir or (self.run_dir / "adapter" if self.run_dir else None)
 
     @property
     def ready(self) -> bool:
@@ -128,10 +131,11 @@ def variant_from_run(run_dir: str | Path, name: str | None = None) -> Variant:
 
 def variants(persona, specs: Sequence[str], *, smoke: bool | None = None) -> list[Variant]:
     """Variants from one-line specs: ``"qwen3-14b"`` (base), ``"qwen3-14b:v2"`` (the run the
-    persona's V2 notebook writes by default), or a run folder path."""
+    persona's V2 notebook writes by default), or a run folder path; ``@best`` or
+    ``@checkpoint-<step>`` after a run picks that checkpoint (:func:`checkpoints.at_checkpoint`)."""
     out, seen = [], set()
     for spec in specs:
-        spec = str(spec).strip()
+        spec, selector = checkpoints.split_spec(str(spec))
         if "/" in spec or (ROOT / spec).is_dir():
             v = variant_from_run(spec)
         else:
@@ -148,6 +152,7 @@ def variants(persona, specs: Sequence[str], *, smoke: bool | None = None) -> lis
             else:
                 v = Variant(name=_display(model), model=model, version="base", base=_display(model),
                             smoke=choice.smoke, asked_for=model)
+        v = checkpoints.at_checkpoint(v, selector) if selector else v
         if v.name in seen:
             raise CompareError(f"Two variants are called {v.name!r}: list each model once.")
         seen.add(v.name)

@@ -143,4 +143,6 @@ def _read_results(point: dict[str, Any], folder: Path) -> None:
     run = _read_json(folder / "run.json") or {}
     point["metrics"] = _numeric(run.get("metrics"))
     point["final_loss"] = (run.get("train") or {}).get("final_loss")
+    if run.get("best_checkpoint"):  # the fine-tuning notebook's best-checkpoint section ran
+        point["best_checkpoint"] = run["best_checkpoint"]
 

@@ -83,12 +83,31 @@ class Sweep:
         for p in self.points:
             row = dict(p["values"])
             row.update(status=p["status"], seconds=p.get("seconds"), final_loss=p.get("final_loss"))
+            if any(q.get("best_checkpoint") for q in self.points):
+                row["best_checkpoint"] = (p.get("best_checkpoint") or {}).get("checkpoint")
             row.update(p.get("metrics") or {})
             rows.append(row)
         df = pd.DataFrame(rows)
         if any(p.get("error") for p in self.points):
             df["error"] = [p.get("error") or "" for p in self.points]
         return df
+
+    def best_checkpoints(self):
+        """One row per point: its values, the best checkpoint its run chose (the fine-tuning
+        notebook's best-checkpoint section: lowest Burrows' Delta under the copying ceiling), that
+        checkpoint's epoch, Delta, held-out bits per byte and copying, the ceiling and the reason.
+        A point whose run chose none (or never evaluated its checkpoints) says so."""
+        import pandas as pd
+        rows = []
+        for p in self.points:
+            best = p.get("best_checkpoint") or {}
+            m = best.get("metrics") or {}
+            rows.append({**p["values"], "status": p["status"], "checkpoint": best.get("checkpoint"),
+                         "epoch": best.get("epoch"), "delta": m.get("delta"),
+                         "bits_per_byte": m.get("bits_per_byte"), "copying": m.get("copying"),
+                         "copying_ceiling": best.get("copying_ceiling"),
+                         "reason": best.get("reason") or "checkpoints not evaluated in this run"})
+        return pd.DataFrame(rows)
 
     def plan_table(self):
         """One row per point: its values, its status now, and what a run would do and why."""

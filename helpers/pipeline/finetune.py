@@ -23,7 +23,7 @@ from helpers import models
 from helpers.core import figures as plots
 from helpers.core.paths import run_dir
 from helpers.data import replay as replay_data
-from helpers.evaluation import health, phrasing, recall
+from helpers.evaluation import checkpoint_eval, health, phrasing, recall
 from helpers.evaluation.memorisation import MemorisationIndex
 from helpers.models.generate import answer
 from helpers.pipeline.arguments import parser
@@ -296,6 +296,17 @@ class FineTuneRun:
                 if split[kind] is not None:
                     self.record.set_metric(f"ngram_overlap_{label}{suffix}", round(split[kind], 4))
         return recall.split_table(self.record.metrics, "ngram_overlap", seen, labels)
+
+    def best_checkpoint(self, sets_folder, *, copying_ceiling: float | None = None, **settings):
+        """Score each per-epoch checkpoint on the held-out chapters of ``sets_folder`` with the
+        trained model still loaded, and record the best style under ``copying_ceiling`` (None:
+        the default) in run.json (:func:`helpers.evaluation.checkpoint_eval.evaluate_run`;
+        ``settings``: :class:`~helpers.evaluation.checkpoint_eval.EvalSettings` fields)."""
+        ceiling = checkpoint_eval.DEFAULT_COPYING_CEILING if copying_ceiling is None else copying_ceiling
+        return checkpoint_eval.evaluate_run(self.output_dir, sets_folder, model=self.model,
+                                            tokenizer=self.tokenizer, record=self.record,
+                                            system_prompt=self.system_prompt, copying_ceiling=ceiling,
+                                            settings=checkpoint_eval.EvalSettings(**settings))
 
     def finish(self) -> dict[str, Any]:
         return self.record.finish()
