@@ -10,8 +10,14 @@ as the SDK's ``checkpoint push-hf`` checks): keys ``base_model.model.<module>.lo
 ``lora_B.weight`` named after Tinker's modules, and mixture-of-experts LoRA kept as 3-D tensors
 ``(experts, r, dim)`` under ``...experts.w1/w2/w3``. :func:`to_peft` writes what PEFT expects
 (the renames tinker-cookbook's ``weights.build_lora_adapter`` documents): ``unembed_tokens`` ->
-``lm_head``, GPT-OSS ``.attn`` -> ``.self_attn``, experts split into ``experts.<i>.gate_proj``
-(w1), ``up_proj`` (w3), ``down_proj`` (w2), a shared (1-expert) side broadcast to all.
+``lm_head``, GPT-OSS ``.attn`` -> ``.self_attn``.
+
+Experts: transformers 5 keeps a mixture-of-experts layer's experts as one fused 3-D parameter
+(``Qwen3MoeExperts.gate_up_proj``, ``GptOssExperts``; read in transformers 5.23), which PEFT's
+LoRA modules cannot target, so an adapter with expert LoRA is refused by default (the backend
+trains MoE models' attention only). ``split_experts=True`` writes the per-expert layout that
+vLLM/SGLang serve (``experts.<i>.gate_proj`` (w1), ``up_proj`` (w3), ``down_proj`` (w2), a shared
+1-expert side broadcast), which PEFT here does not load.
 """
 
 from __future__ import annotations
@@ -65,10 +71,10 @@ def _peft_key(key: str, gpt_oss: bool) -> str:
 
 
 def to_peft(src: str | os.PathLike, out: str | os.PathLike, *, base_model: str,
-            family: str | None = None) -> Path:
+            family: str | None = None, split_experts: bool = False) -> Path:
     """Convert the Tinker adapter in ``src`` into a PEFT adapter in ``out`` for ``base_model`` (its
-    hub id, written as ``base_model_name_or_path``). GPT-OSS's experts are one fused parameter in
-    transformers, which PEFT's LoRA layers cannot target: such an adapter is refused."""
+    hub id, written as ``base_model_name_or_path``). Expert LoRA is refused unless
+    ``split_experts`` (see the module notes); GPT-OSS's always."""
     from safetensors.torch import load_file, save_file
 
     src, out = Path(src), Path(out)
@@ -91,11 +97,13 @@ def to_peft(src: str | os.PathLike, out: str | os.PathLike, *, base_model: str,
         a, b = weights[a_key], weights[b_key]
         key = _peft_key(a_key, gpt_oss)
         if ".experts" in key:
-            if gpt_oss:
+            if gpt_oss or not split_experts:
                 raise AdapterConversionError(
-                    "This GPT-OSS adapter trains the experts, which transformers keeps as one fused "
-                    "parameter that PEFT LoRA cannot load. Train with the MLP off (train_mlp=False in "
-                    "tinker_backend.train) or merge it with tinker-cookbook's weights.build_hf_model.")
+                    f"This adapter trains the experts of {base_model} ({a_key}), which transformers 5 "
+                    "keeps as one fused parameter that PEFT LoRA cannot load. Train attention only "
+                    "(train_mlp=False, the default for mixture-of-experts models in "
+                    "tinker_backend.train), or merge it with tinker-cookbook's weights.build_hf_model"
+                    + ("." if gpt_oss else "; split_experts=True writes vLLM's per-expert layout."))
             if a.numel() == 0 and b.numel() == 0:
                 continue
             if a.ndim != 3 or b.ndim != 3:

@@ -16,7 +16,8 @@ source: ``TrainingClient.forward_backward(data, loss_fn="cross_entropy")`` then
   rather than Tinker's own defaults (beta2 0.95, eps 1e-12, no clipping).
 - LoRA: Tinker chooses modules by kind (``train_attn``/``train_mlp``/``train_unembed``), not by
   name, so ``cfg.target_modules`` does not apply (logged; run.json ``tinker.lora`` says what ran).
-  GPT-OSS trains attention only by default: its expert LoRA cannot become a PEFT adapter.
+  Mixture-of-experts models (Qwen3-30B-A3B, GPT-OSS) train attention only by default: expert
+  LoRA cannot become a PEFT adapter that transformers 5 loads (:mod:`helpers.training.tinker_adapter`).
 - Checkpoints: ``save_state`` each epoch (and every ``cfg.eval_steps`` steps when set); the
   tinker:// path, the step, the loss history and the tokens so far go to
   ``<run>/tinker_state.json`` (atomic), so a crashed run resumes with
@@ -33,6 +34,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -81,6 +83,11 @@ def datum(row: dict, types=None):
     weights = [0.0 if lab == -100 else 1.0 for lab in labels[1:]]
     return types.Datum(model_input=types.ModelInput.from_ints(ids[:-1]),
                        loss_fn_inputs={"target_tokens": ids[1:], "weights": weights})
+
+
+def is_moe(base: str, family: str | None = None) -> bool:
+    """Whether Tinker base model ``base`` is a mixture of experts (GPT-OSS, Qwen3-...-A3B/-A22B)."""
+    return family == "gpt-oss" or "gpt-oss" in base or re.search(r"-A\d+B", base) is not None
 
 
 def weighted_tokens(row: dict) -> int:
@@ -215,7 +222,7 @@ def train(rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
     ``client``/``rest``: a ServiceClient and RestClient (made from ``TINKER_API_KEY`` when None;
     tests pass fakes). ``record``: a :class:`helpers.training.runrecord.RunRecord` that gets
     ``train``, ``loss_history`` and ``tinker`` (base model, checkpoints, tokens, cost).
-    ``train_mlp`` None: True, except GPT-OSS (attention only, see the module notes).
+    ``train_mlp`` None: True, except for mixture-of-experts models (attention only, see the module notes).
     The PEFT adapter lands in ``<output_dir>/adapter`` (with the tokenizer when one is given)."""
     types = _types()
     output_dir = Path(output_dir)
@@ -228,13 +235,14 @@ def train(rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
     base = tinker_base_model(model, supported)
     if not rows:
         raise ValueError("backend='tinker' got no training rows: tokenize the data first (FineTuneRun.tokenize).")
-    gpt_oss = family == "gpt-oss" or "gpt-oss" in base
+    moe = is_moe(base, family)
     if train_mlp is None:
-        train_mlp = not gpt_oss
-    elif train_mlp and gpt_oss and download:
-        raise ValueError("train_mlp=True on GPT-OSS trains its experts, whose LoRA cannot become a PEFT "
-                         "adapter (transformers fuses them into one parameter). Leave train_mlp=None "
-                         "(attention only), or pass download=False and merge with tinker-cookbook.")
+        train_mlp = not moe
+    elif train_mlp and moe and download:
+        raise ValueError(f"train_mlp=True on {base} (a mixture of experts) trains its experts, whose LoRA "
+                         "cannot become a PEFT adapter (transformers 5 fuses them into one parameter). "
+                         "Leave train_mlp=None (attention only), or pass download=False and merge with "
+                         "tinker-cookbook's weights.build_hf_model.")
     lora = {"rank": cfg.lora_r, "train_attn": True, "train_mlp": train_mlp, "train_unembed": train_unembed}
     log.info("Tinker LoRA by module kind (%s); target_modules=%s does not apply on Tinker", lora,
              ",".join(cfg.target_modules))

@@ -125,11 +125,13 @@ def test_converted_adapter_loads_in_peft_and_changes_the_model(tmp_path, random_
     assert not torch.allclose(before, after)
 
 
-def test_moe_experts_are_split_per_expert(tmp_path):
+def test_moe_experts_are_refused_or_split_per_expert_for_vllm(tmp_path):
     raw = tinker_adapter_files(tmp_path / "raw", {"model.layers.0.self_attn.q_proj": (8, 8)},
-                               experts={"model.layers.0.mlp.experts.w1.weight".removesuffix(".weight"): (3, 6, 8),
+                               experts={"model.layers.0.mlp.experts.w1": (3, 6, 8),
                                         "model.layers.0.mlp.experts.w2": (3, 8, 6)})
-    out = tinker_adapter.to_peft(raw, tmp_path / "peft", base_model="Qwen/Qwen3-30B-A3B")
+    with pytest.raises(tinker_adapter.AdapterConversionError, match="Train attention only"):
+        tinker_adapter.to_peft(raw, tmp_path / "refused", base_model="Qwen/Qwen3-30B-A3B")
+    out = tinker_adapter.to_peft(raw, tmp_path / "peft", base_model="Qwen/Qwen3-30B-A3B", split_experts=True)
     from safetensors.torch import load_file
     w = load_file(str(out / "adapter_model.safetensors"))
     src = load_file(str(raw / "adapter_model.safetensors"))
@@ -146,7 +148,7 @@ def test_gpt_oss_experts_and_a_bad_folder_are_refused(tmp_path):
     raw = tinker_adapter_files(tmp_path / "raw", {"model.layers.0.attn.q_proj": (8, 8)},
                                experts={"model.layers.0.mlp.experts.w1": (2, 6, 8)})
     with pytest.raises(tinker_adapter.AdapterConversionError, match="train_mlp=False"):
-        tinker_adapter.to_peft(raw, tmp_path / "peft", base_model="openai/gpt-oss-20b")
+        tinker_adapter.to_peft(raw, tmp_path / "peft", base_model="openai/gpt-oss-20b", split_experts=True)
     attn_only = tinker_adapter_files(tmp_path / "raw2", {"model.layers.0.attn.q_proj": (8, 8)})
     out = tinker_adapter.to_peft(attn_only, tmp_path / "peft2", base_model="openai/gpt-oss-20b")
     from safetensors.torch import load_file
@@ -247,17 +249,21 @@ def test_an_unknown_scheduler_is_refused_before_any_cost(tmp_path, rows, tokeniz
     assert service.created == [] and service.batches == []
 
 
-def test_gpt_oss_trains_attention_only_unless_told(tmp_path, rows, tokenizer_for, random_standin):
+@pytest.mark.parametrize("model, base", [("gpt-oss-20b", "openai/gpt-oss-20b"),
+                                         ("qwen3-30b-a3b", "Qwen/Qwen3-30B-A3B")])
+def test_mixtures_of_experts_train_attention_only_unless_told(tmp_path, rows, tokenizer_for, random_standin,
+                                                              model, base):
     service, rest = fakes(tmp_path, tokenizer_for("qwen3"), random_standin("qwen3"))
     record = RunRecord(tmp_path / "run", name="t")
-    tinker_backend.train(rows, TrainConfig(**{**CFG, "epochs": 1}), tmp_path / "run", model="gpt-oss-20b",
-                         client=service, rest=rest, record=record, family="gpt-oss", download=False)
-    assert service.created[0]["train_mlp"] is False and service.created[0]["base_model"] == "openai/gpt-oss-20b"
+    tinker_backend.train(rows, TrainConfig(**{**CFG, "epochs": 1}), tmp_path / "run", model=model,
+                         client=service, rest=rest, record=record, download=False)
+    assert service.created[0]["train_mlp"] is False and service.created[0]["base_model"] == base
     assert record.data["tinker"]["lora"]["train_mlp"] is False
-    with pytest.raises(ValueError, match="train_mlp=True on GPT-OSS"):
-        tinker_backend.train(rows, TrainConfig(**CFG), tmp_path / "run2", model="gpt-oss-20b",
+    with pytest.raises(ValueError, match="a mixture of experts"):
+        tinker_backend.train(rows, TrainConfig(**CFG), tmp_path / "run2", model=model,
                              client=service, rest=rest, train_mlp=True)
     assert len(service.created) == 1
+    assert not tinker_backend.is_moe("Qwen/Qwen3-32B") and tinker_backend.is_moe("Qwen/Qwen3-235B-A22B-Instruct-2507")
 
 
 # -- the real SDK against a loopback server ----------------------------------------------------
