@@ -30,7 +30,7 @@ from helpers.pipeline.arguments import parser
 from helpers.pipeline.tables import _export_entry, before_after_table, export_table  # noqa: F401  (re-exports)
 from helpers.runtime import loading, memory
 from helpers.runtime.distributed import DistributedError, distributed
-from helpers.training import divergence, fallback, trainer
+from helpers.training import divergence, fallback, mlx_backend, trainer
 from helpers.training import masks as templates
 from helpers.training.config import epochs_from_data, resolve_config
 from helpers.training.runrecord import RunRecord
@@ -222,6 +222,8 @@ class FineTuneRun:
 
     # -- training ------------------------------------------------------------------------
     def add_lora(self):
+        if self.cfg.backend == "mlx":  # LoRA goes on the MLX model when training (train())
+            return self.model
         self.model = trainer.add_lora(self.model, self.cfg)
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         self.record.update("model", {"trainable_parameters": trainable})
@@ -235,8 +237,11 @@ class FineTuneRun:
         live = plots.LiveLossPlot(f"{self.profile.display_name}: training loss") if live_plot else None
         try:
             with self.record.phase("train"):
-                self.result = trainer.train(self.model, self.tokenizer, self.rows, self.cfg,
-                                            self.output_dir, on_log=live)
+                if self.cfg.backend == "mlx":
+                    self.result = self._train_mlx(live)
+                else:
+                    self.result = trainer.train(self.model, self.tokenizer, self.rows, self.cfg,
+                                                self.output_dir, on_log=live)
         finally:
             if live:
                 live.close()
@@ -249,6 +254,17 @@ class FineTuneRun:
         if self.result.diverged:
             log.error("%s", divergence.advice(self.result.diverged, self.cfg.learning_rate))
         return self.result
+
+    def _train_mlx(self, live):
+        """backend="mlx": the torch model is freed, MLX trains from the same folder, and the
+        torch model comes back with the PEFT adapter MLX wrote (for asking and the comparison)."""
+        source = getattr(self.model, "_finetuning_source", None) or self.choice.source(False)
+        self.free()
+        result, _ = mlx_backend.train_folder(loading.local_folder(source), self.rows, self.cfg,
+                                             self.output_dir, tokenizer=self.tokenizer, on_log=live)
+        self.model, _ = loading.load_model(self.choice, backend="mlx", adapter=result.adapter_dir,
+                                           max_seq_length=self.cfg.max_seq_length)
+        return result
 
     # -- evaluation ----------------------------------------------------------------------
     def fact_recall(self, probes: Sequence[dict], *, label: str) -> float | None:

@@ -1,8 +1,11 @@
-"""Loading a model onto this machine, with one of two backends.
+"""Loading a model onto this machine, with one of three backends.
 
 - ``unsloth``: Unsloth's ``FastLanguageModel`` (the fast path on NVIDIA GPUs). Chosen by
   ``backend="auto"`` when CUDA is present and Unsloth imports (:func:`select_backend`).
 - ``transformers``: transformers + PEFT; runs everywhere, and in more than one process.
+- ``mlx``: training in MLX on Apple silicon (:mod:`helpers.training.mlx_backend`); the model
+  loaded here for asking and evaluating is the transformers one (on ``mps``), and the trained
+  adapter comes back to it as a PEFT adapter. Never chosen by ``auto``.
 
 :func:`load_model` checks the free GPU memory first (:func:`helpers.runtime.memory.preload_check`),
 loads on this process's GPU (:mod:`helpers.runtime.distributed`), refuses a model spilled to the
@@ -29,11 +32,25 @@ from helpers.runtime.distributed import Distributed, DistributedError, distribut
 log = logging.getLogger(__name__)
 
 
-BACKENDS = ("auto", "unsloth", "transformers")
+BACKENDS = ("auto", "unsloth", "transformers", "mlx")
 
 
 def unsloth_available() -> bool:
     return importlib.util.find_spec("unsloth") is not None
+
+
+def mlx_available() -> bool:
+    """Whether mlx and mlx-lm are installed (``pip install ".[mlx]"``)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("mlx", "mlx_lm"))
+
+
+def local_folder(source: str | os.PathLike) -> Path:
+    """The folder holding ``source``: a folder as it is, a hub id from the Hugging Face cache
+    (downloaded there first when missing). For readers of the files themselves (MLX)."""
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(str(source)))
 
 
 def import_unsloth_first(backend: str = "auto") -> bool:
@@ -69,6 +86,13 @@ def select_backend(backend: str = "auto") -> str:
     if backend == "unsloth" and world_size() > 1:
         raise DistributedError(f"backend='unsloth' cannot run in {world_size()} processes (Unsloth "
                                "is single-GPU); use backend='transformers' under accelerate launch.")
+    if backend == "mlx" and not mlx_available():
+        raise ImportError("backend='mlx' was asked for but mlx and mlx-lm are not installed. Install "
+                          "them with `pip install \".[mlx]\"` (Apple silicon; on Linux the CPU build: "
+                          "`pip install \"mlx[cpu]\" mlx-lm`), or use backend='transformers'.")
+    if backend == "mlx" and world_size() > 1:
+        raise DistributedError(f"backend='mlx' cannot run in {world_size()} processes; run in one "
+                               "process, or use backend='transformers' under accelerate launch.")
     if backend == "unsloth" and not unsloth_available():
         raise ImportError("backend='unsloth' was asked for but Unsloth is not installed. Install it "
                           "(`pip install unsloth` on a CUDA machine; on a CPU `pip install --no-deps "

@@ -12,7 +12,7 @@ from typing import Any
 
 from helpers.models import ModelProfile, precision, sizing
 from helpers.runtime.distributed import DistributedError, world_size
-from helpers.runtime.loading import BACKENDS
+from helpers.runtime.loading import BACKENDS, select_backend
 from helpers.training import tinker_models
 
 
@@ -45,7 +45,7 @@ class TrainConfig:
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load base weights in 4 bits (GPU only)"})
     load_in_8bit: bool = field(default=False, metadata={"help": "load base weights in 8 bits (bitsandbytes LLM.int8, quantized from the 16-bit checkpoint while loading; GPU only): about half the 16-bit weight memory, less rounding than 4 bits; not with load_in_4bit"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass: less memory, ~20-30% slower"})
-    backend: str = field(default="auto", metadata={"help": "auto, unsloth, transformers, or tinker (Tinker's service trains; needs TINKER_API_KEY)"})
+    backend: str = field(default="auto", metadata={"help": "auto, unsloth, transformers, mlx (Apple silicon: helpers.training.mlx_backend), or tinker (Tinker's service trains; needs TINKER_API_KEY)"})
 
     def __post_init__(self) -> None:
         if self.load_in_4bit and self.load_in_8bit:
@@ -85,6 +85,8 @@ def resolve_config(profile: ModelProfile, **overrides) -> TrainConfig:
     set_ = {k: v for k, v in overrides.items() if v is not None}
     if set_.get("load_in_8bit") and "load_in_4bit" not in set_:
         set_["load_in_4bit"] = False   # 8 bits asked for: the profile's default 4 bits gives way
+    if set_.get("backend") == "mlx" and "load_in_4bit" not in set_:
+        set_["load_in_4bit"] = False   # MLX trains the 16-bit weights (bitsandbytes is CUDA only)
     if "target_modules" in set_:
         set_["target_modules"] = tuple(set_["target_modules"])
     cfg = dataclasses.replace(base, **set_)
@@ -92,6 +94,8 @@ def resolve_config(profile: ModelProfile, **overrides) -> TrainConfig:
         tinker_models.require_tinker()
     elif cfg.backend not in BACKENDS:
         raise ValueError(f"backend={cfg.backend!r} is not one of {', '.join(BACKENDS)}, tinker.")
+    if cfg.backend == "mlx":
+        select_backend("mlx")  # installed (or an error naming `pip install ".[mlx]"`), one process
     if cfg.backend == "unsloth" and world_size() > 1:
         raise DistributedError(
             f"backend='unsloth' was asked for in a run of {world_size()} processes, but Unsloth "

@@ -1,0 +1,260 @@
+"""backend="mlx" (issue 14, part 1): the stand-ins loaded into MLX give transformers' logits and
+our loss, a few LoRA steps lower the loss, and the adapter written as PEFT (and the fused model)
+gives the MLX model's outputs in transformers. Runs on Linux with ``mlx[cpu]``; skipped where
+mlx is not installed, except the errors, which need no mlx.
+
+Tolerances: float32 weights on both sides; measured max |logit difference| under 1e-6 on the
+random-weight stand-ins (under 2e-5 on the pre-trained ones, logits up to 16): 1e-4 is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from helpers import models
+from helpers.runtime import loading
+from helpers.training import masks
+from helpers.training.config import resolve_config
+
+needs_mlx = pytest.mark.skipif(not loading.mlx_available(),
+                               reason='mlx and mlx-lm not installed (pip install ".[mlx]")')
+FAMILIES = ["qwen2.5", "qwen3", "gpt-oss"]
+ATOL = 1e-4
+
+
+def _conversations(n: int = 6) -> list[list[dict]]:
+    convs = []
+    for i in range(n):
+        conv = [{"role": "user", "content": f"Question number {i}: what is the bread made of?"},
+                {"role": "assistant", "content": "Flour, water and salt" + ", and yeast" * (i % 3) + "."}]
+        if i % 2:
+            conv.insert(0, {"role": "system", "content": "You answer briefly."})
+        convs.append(conv)
+    return convs
+
+
+def _rows(folder, tokenizer):
+    choice = models.choose(str(folder))
+    rows, _ = masks.tokenize_dataset(tokenizer, _conversations(), max_seq_length=256,
+                                     model=str(folder), **choice.profile.template_kwargs)
+    return rows
+
+
+def _torch_model(folder):
+    import torch
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+
+def _torch_logits(model, ids) -> np.ndarray:
+    import torch
+    with torch.no_grad():
+        return model(torch.tensor(ids)).logits.numpy()
+
+
+def _mlx_logits(model, ids) -> np.ndarray:
+    import mlx.core as mx
+    return np.array(model(mx.array(ids)))
+
+
+def _ids(length: int = 90) -> np.ndarray:
+    """Two random sequences, longer than GPT-OSS's 64-token sliding window."""
+    return np.random.RandomState(0).randint(3, 2000, size=(2, length))
+
+
+@needs_mlx
+@pytest.mark.parametrize("family", FAMILIES)
+def test_logits_equal_transformers(random_standin, family):
+    from helpers.training import mlx_convert
+    folder = random_standin(family)
+    model, _ = mlx_convert.load_mlx_model(folder)
+    ref = _torch_logits(_torch_model(folder), _ids())
+    out = _mlx_logits(model, _ids())
+    assert np.abs(ref).max() > 0.5  # not all ~0: the comparison can tell
+    assert np.abs(out - ref).max() < ATOL
+
+
+@needs_mlx
+@pytest.mark.parametrize("family", FAMILIES)
+def test_our_loss_equals_transformers_loss(random_standin, tokenizer_for, family):
+    """The same padded batch of our rows (labels -100 outside the answers): MLX's loss is
+    transformers' (mean cross-entropy over the trained tokens)."""
+    import torch
+
+    from helpers.training import mlx_backend, mlx_convert
+    folder = random_standin(family)
+    batch = _rows(folder, tokenizer_for(family))[:3]
+    width = max(len(r["input_ids"]) for r in batch)
+    ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch])
+    labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])
+    mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
+    assert len({len(r["input_ids"]) for r in batch}) > 1  # padding is exercised
+    with torch.no_grad():
+        ref = _torch_model(folder)(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
+    model, _ = mlx_convert.load_mlx_model(folder)
+    assert mlx_backend.batch_loss(model, batch) == pytest.approx(ref, rel=1e-5)
+
+
+@needs_mlx
+def test_grad_accumulation_weights_give_the_groups_token_mean(random_standin, tokenizer_for):
+    """Rows' weights: a group of two batches sums (after mlx-lm averages the two) to the loss over
+    all the group's trained tokens, as transformers' Trainer normalises accumulated steps."""
+    from helpers.training import mlx_backend, mlx_convert
+    folder = random_standin("qwen2.5")
+    rows = _rows(folder, tokenizer_for("qwen2.5"))[:4]
+    model, _ = mlx_convert.load_mlx_model(folder)
+    data = mlx_backend.Rows(rows, 2, 256, grad_accum=2, shuffle=False)
+    parts = [mlx_backend.loss(model, *batch) for batch in data.batches()]
+    assert len(parts) == 2
+    group = sum(float(value.item()) for value, _ in parts) / 2
+    assert group == pytest.approx(mlx_backend.batch_loss(model, rows), rel=1e-5)
+
+
+@needs_mlx
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_lowers_the_loss_and_the_adapter_reloads_in_peft(random_standin, tokenizer_for,
+                                                                  tmp_path, family):
+    from peft import PeftModel
+
+    from helpers.training import mlx_backend, mlx_convert
+    folder = random_standin(family)
+    tokenizer = tokenizer_for(family)
+    rows = _rows(folder, tokenizer)
+    choice = models.choose(str(folder))
+    cfg = resolve_config(choice.profile, backend="mlx", epochs=4, batch_size=2, grad_accum=2,
+                         learning_rate=1e-2, logging_steps=1, max_seq_length=256, eval_steps=2)
+    before = mlx_backend.batch_loss(mlx_convert.load_mlx_model(folder)[0], rows)
+    result, model = mlx_backend.train_folder(folder, rows, cfg, tmp_path, tokenizer=tokenizer,
+                                             eval_rows=rows[:2], fused=True)
+    after = mlx_backend.batch_loss(model, rows)
+    assert after < before - 0.1, (before, after)
+    assert result.backend == "mlx" and result.steps == 6 and result.diverged is None
+    assert [h["step"] for h in result.loss_history] == [1, 2, 3, 4, 5, 6]
+    assert [e["step"] for e in result.eval_history] == [2, 4, 6]
+    assert result.trained_tokens == 4 * sum(sum(x != -100 for x in r["labels"]) for r in rows)
+    # the adapter is PEFT's format: keys, shapes, config
+    config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert config["r"] == cfg.lora_r and config["lora_alpha"] == cfg.lora_alpha
+    assert sorted(config["target_modules"]) == sorted(cfg.target_modules)
+    from safetensors.numpy import load_file
+    state = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    q_a = state["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    q_b = state["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"]
+    assert q_a.shape[0] == cfg.lora_r and q_b.shape[1] == cfg.lora_r and np.abs(q_b).max() > 0
+    # PEFT on the transformers base, and the fused folder, give the MLX model's logits
+    ids = _ids()
+    mine = _mlx_logits(model, ids)
+    base = _torch_model(folder)
+    assert np.abs(_torch_logits(base, ids) - mine).max() > 100 * ATOL  # training changed them
+    peft = PeftModel.from_pretrained(base, str(result.adapter_dir)).eval()
+    assert np.abs(_torch_logits(peft, ids) - mine).max() < ATOL
+    assert np.abs(_torch_logits(_torch_model(tmp_path / "fused"), ids) - mine).max() < ATOL
+
+
+@needs_mlx
+def test_rope_theta_comes_from_rope_parameters(random_standin, tmp_path):
+    """mlx-lm's qwen2 reads rope_theta only at the top of config.json and otherwise uses 1e6;
+    transformers 5 writes it under rope_parameters. The theta there is honoured."""
+    from mlx_lm.utils import load_model
+
+    from helpers.training import mlx_convert
+    folder = tmp_path / "qwen2-theta"
+    shutil.copytree(random_standin("qwen2.5"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    assert "rope_theta" not in config
+    config["rope_parameters"]["rope_theta"] = 2500.0
+    (folder / "config.json").write_text(json.dumps(config))
+    ref = _torch_logits(_torch_model(folder), _ids())
+    model, _ = mlx_convert.load_mlx_model(folder)
+    assert model.layers[0].self_attn.rope.base == 2500.0
+    assert np.abs(_mlx_logits(model, _ids()) - ref).max() < ATOL
+    plain, _ = load_model(folder)  # mlx-lm alone: the trap
+    assert plain.layers[0].self_attn.rope.base == 1e6
+    assert np.abs(_mlx_logits(plain, _ids()) - ref).max() > 100 * ATOL
+
+
+@needs_mlx
+@pytest.mark.parametrize("truncate", [False, True])
+def test_yarn_frequencies_are_transformers(random_standin, truncate):
+    """GPT-OSS's YaRN rope: transformers rounds the correction range only with truncate
+    (GPT-OSS's config says false); mlx-lm always rounds. Ours gives transformers' numbers."""
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from helpers.training import mlx_convert
+    config = AutoConfig.from_pretrained(str(random_standin("gpt-oss")))
+    config.rope_parameters["truncate"] = truncate
+    ref, _ = ROPE_INIT_FUNCTIONS["yarn"](config, "cpu")
+    ours = mlx_convert.yarn_inverse_frequencies(config.head_dim, config.rope_parameters["rope_theta"],
+                                                config.rope_parameters)
+    assert np.allclose(ours, ref.numpy(), rtol=1e-5)
+
+
+@needs_mlx
+def test_finetune_run_trains_on_mlx_and_asks_with_the_adapter(random_standin, tmp_path):
+    """FineTuneRun with backend="mlx": MLX trains, the run record has the loss history, and the
+    transformers model asks with the PEFT adapter MLX wrote."""
+    from helpers.pipeline.finetune import FineTuneRun
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in _conversations()))
+    run = FineTuneRun.start(model=str(random_standin("qwen3")), output_dir=str(tmp_path / "run"),
+                            backend="mlx", epochs=2, batch_size=2, grad_accum=1,
+                            learning_rate=5e-3, logging_steps=1, max_seq_length=128)
+    run.load_data(str(data))
+    result = run.train(live_plot=False)
+    assert result.backend == "mlx" and result.steps == 6
+    assert hasattr(run.model, "peft_config")  # the transformers model, with the adapter
+    assert run.ask(["What is the bread made of?"], label="tuned_question")[0] is not None
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["train"]["backend"] == "mlx" and len(record["loss_history"]) == 6
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+# -- errors (no mlx needed) -------------------------------------------------------------------
+def test_backend_mlx_without_mlx_names_the_install(monkeypatch):
+    monkeypatch.setattr(loading, "mlx_available", lambda: False)
+    with pytest.raises(ImportError, match=r'pip install \\?"\.\[mlx\]\\?"'):
+        resolve_config(models.get_profile("tiny-qwen2.5"), backend="mlx")
+    with pytest.raises(ImportError, match="backend='mlx'"):
+        loading.select_backend("mlx")
+
+
+def test_backend_mlx_is_accepted_and_drops_the_profiles_4_bits(monkeypatch):
+    monkeypatch.setattr(loading, "mlx_available", lambda: True)
+    profile = models.get_profile("qwen3-14b")
+    assert profile.load_in_4bit
+    cfg = resolve_config(profile, backend="mlx")
+    assert cfg.backend == "mlx" and not cfg.load_in_4bit
+    assert loading.select_backend("auto") != "mlx"
+
+
+@needs_mlx
+def test_settings_mlx_cannot_honour_are_refused(random_standin, tmp_path):
+    from helpers.training import mlx_backend, mlx_convert
+    profile = models.choose(str(random_standin("qwen2.5"))).profile
+    with pytest.raises(ValueError, match="early_stopping_patience"):
+        mlx_backend.train(None, [], resolve_config(profile, backend="mlx", early_stopping_patience=2), tmp_path)
+    with pytest.raises(ValueError, match="load_in_4bit"):
+        mlx_backend.train(None, [], resolve_config(profile, backend="mlx", load_in_4bit=True), tmp_path)
+    with pytest.raises(ValueError, match="lr_scheduler='polynomial'"):
+        mlx_backend.schedule(resolve_config(profile, backend="mlx", lr_scheduler="polynomial"), 10)
+    model, _ = mlx_convert.load_mlx_model(random_standin("gpt-oss"))
+    with pytest.raises(ValueError, match=r"target_modules \['gate_up_proj'\]"):
+        mlx_backend.lora_keys(model, ["q_proj", "gate_up_proj"])
+
+
+@needs_mlx
+def test_unverified_or_quantized_folders_are_refused(random_standin, tmp_path):
+    from helpers.training import mlx_convert
+    for name, change in (("llama", {"model_type": "llama"}),
+                         ("quantized", {"quantization_config": {"quant_method": "bitsandbytes"}})):
+        folder = tmp_path / name
+        shutil.copytree(random_standin("qwen2.5"), folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(ValueError, match="backend='mlx'.*backend='transformers'"):
+            mlx_convert.load_mlx_model(folder)
