@@ -48,6 +48,7 @@ class DataSettings:
     concurrency: int = 8             # API requests in flight
     budget_usd: float | None = None  # stop question generation before spending more
     heldout_fraction: float = 0.1    # share of passages held out, as whole chapters
+    refusal_examples: int = 0        # V2: add this many out-of-scope questions answered in a fixed refusal style (helpers.data.outofscope)
 
 
 @dataclass(frozen=True)

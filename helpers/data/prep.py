@@ -18,7 +18,7 @@ from helpers.books import pdf
 from helpers.books.passage import Passage
 from helpers.core.figures import _pyplot
 from helpers.core.paths import ROOT, work_dir
-from helpers.data import recipes
+from helpers.data import outofscope, provenance, recipes
 from helpers.data.persona import BOOK_SUFFIXES, Persona, has_books  # noqa: F401  (BOOK_SUFFIXES: re-export)
 from helpers.questions import generate as qa
 from helpers.runtime.loading import load_model, load_tokenizer  # noqa: F401  (load_tokenizer: re-export)
@@ -78,14 +78,17 @@ class TrainingSets:
 
 
 def write_sets(persona: Persona, split: recipes.Split, records: Sequence[dict],
-               folder: str | os.PathLike | None = None) -> TrainingSets:
+               folder: str | os.PathLike | None = None, books: Path | None = None) -> TrainingSets:
     """V1 and V2 training sets (persona system prompt on every example) and the held-out split,
     as files in ``folder`` (default ``qa_dataset/<Persona>/``). V2 answers are checked to be
-    their passages verbatim."""
+    their passages verbatim; ``[data] refusal_examples`` adds out-of-scope questions answered in
+    a fixed refusal style to V2 (:mod:`helpers.data.outofscope`). dataprep.json records the
+    sha256 of each book in ``books`` (the folder read) for the runs' data cards."""
     folder = Path(folder) if folder else persona.dataset_dir
     folder.mkdir(parents=True, exist_ok=True)
     v1 = recipes.v1_examples(split.train, persona.system_prompt)
     v2 = recipes.v2_examples(records, split.train, persona.system_prompt)
+    v2 += outofscope.examples(persona.name, persona.data.refusal_examples, persona.system_prompt)
     out = TrainingSets(folder)
     out.files["v1"] = recipes.export_messages_jsonl(v1, folder / "v1_train.jsonl")
     out.files["v2"] = recipes.export_messages_jsonl(v2, folder / "v2_train.jsonl")
@@ -95,7 +98,10 @@ def write_sets(persona: Persona, split: recipes.Split, records: Sequence[dict],
         "persona": persona.name, "system_prompt": persona.system_prompt,
         "counts": out.counts, "regions": split.regions,
         "substitutions": list(persona.substitutions),
-        "sources": sorted({r.get("source", "?") for r in records})}, indent=1))
+        "sources": sorted({r.get("source", "?") for r in records}),
+        "books_folder": str(books) if books else None,
+        "books": provenance.book_hashes(books) if books else None,
+        "recipe_options": {"refusal_examples": persona.data.refusal_examples}}, indent=1))
     return out
 
 
@@ -169,7 +175,7 @@ def prepare(persona: Persona, *, sample_book: bool | None = None, model: str = "
         log.warning("Questions are incomplete (%s); the V2 set covers only the passages done. "
                     "Rerun to finish them.", result.summary().splitlines()[0])
     qa.verify_verbatim(result.records, split.train)
-    sets = write_sets(persona, split, result.records, folder)
+    sets = write_sets(persona, split, result.records, folder, books=books)
     log.info("Training sets in %s (%s%s)", folder, ", ".join(f"{k} {v}" for k, v in sets.counts.items()),
              "; from the sample book" if is_sample else "")
     return sets

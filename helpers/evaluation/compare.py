@@ -26,8 +26,8 @@ from typing import Any, Callable, Sequence
 from helpers import models
 from helpers.core import paths
 from helpers.core.paths import ROOT
+from helpers.evaluation import audits, checkpoints, metrics
 from helpers.evaluation import cache as compare_cache
-from helpers.evaluation import checkpoints, metrics
 from helpers.models.generate import answer
 from helpers.runtime import memory
 from helpers.runtime.loading import load_model
@@ -91,6 +91,7 @@ class Settings:
     window: int = 512                    # held-out perplexity: tokens per forward pass
     stride: int = 256                    # ... and how far each window moves
     retention: bool = True               # also ask GENERAL_QUESTIONS
+    recitation: int = 50                 # training passages audited for verbatim recitation (0: off)
 
     def check(self) -> None:
         if self.system_prompt not in ("persona", "none"):
@@ -222,10 +223,12 @@ def leaked(variant: Variant, texts: Texts) -> int | None:
 
 # -- cache key ---------------------------------------------------------------------------------
 def fingerprint(variant: Variant, settings: Settings, prompts: Sequence[str],
-                system_prompt: str | None, texts: Texts, trained_prompts: Sequence[str] = ()) -> dict[str, Any]:
+                system_prompt: str | None, texts: Texts, trained_prompts: Sequence[str] = (),
+                probes: Sequence[dict] = ()) -> dict[str, Any]:
     """Everything a variant's cached result depends on."""
     choice = models.choose(variant.model, variant.smoke)
     extra = {"trained_prompts": list(trained_prompts)} if trained_prompts else {}  # older keys stay valid
+    extra |= {"probes": list(probes)} if probes else {}
     return {"variant": variant.name, "model": choice.profile.name, "source": choice.source(),
             "adapter": compare_cache.adapter_checksum(variant.adapter),
             "prompts": list(prompts), "system_prompt": system_prompt,
@@ -248,7 +251,7 @@ def _plain(x: Any) -> Any:
 
 def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | None,
              settings: Settings, texts: Texts, index: "metrics.MemorisationIndex",
-             trained_prompts: Sequence[str] = ()) -> dict[str, Any]:
+             trained_prompts: Sequence[str] = (), probes: Sequence[dict] = ()) -> dict[str, Any]:
     """Load, generate, score and free one variant; returns its plain-data result. The answers to
     ``trained_prompts`` (training questions asked verbatim) are kept apart from the others, for
     :func:`helpers.evaluation.phrasing.comparison_split` only."""
@@ -272,6 +275,10 @@ def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | N
         heldout = (metrics.heldout_nll(model, tokenizer, texts.heldout, window=settings.window,
                                        stride=settings.stride) if texts.heldout else {})
         seconds["perplexity"] = time.time() - t0
+        t0 = time.time()  # recitation audit and robustness probes (helpers.evaluation.audits)
+        extra = audits.measure(variant, model, tokenizer, choice.profile, texts, index=index, probes=probes,
+                               max_passages=settings.recitation, answer_kw=kw, persona_name=system_prompt or "")
+        seconds["audits"] = time.time() - t0
     finally:
         del model
         memory.free_memory()
@@ -284,7 +291,7 @@ def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | N
     return _plain({"variant": {**asdict(variant), "run_dir": str(variant.run_dir or "")},
                    "ran_as": choice.describe(), "prompts": list(prompts), "answers": answers,
                    "raw": raw, "general_answers": general, "heldout": heldout, "scores": scores,
-                   "seconds": seconds, **trained})
+                   "seconds": seconds, **trained, **extra})
 
 
 # -- the whole comparison ----------------------------------------------------------------------
@@ -331,6 +338,7 @@ class Comparison:
             keep = self.retention_score(v)
             if keep is not None:
                 rows.append((v.name, v.base, v.version, "retention", keep, math.nan, math.nan))
+            rows += [(v.name, v.base, v.version, *r) for r in audits.summary_rows(res)]  # recitation, robustness
         return pd.DataFrame(rows, columns=["variant", "base", "version", "metric", "value", "low", "high"])
 
     def retention_score(self, v: Variant) -> float | None:
@@ -428,10 +436,12 @@ class Comparison:
 
 def run(variants_: Sequence[Variant], *, prompts: Sequence[str], persona_prompt: str | None,
         texts: Texts, settings: Settings = Settings(), cache_dir: str | Path | None = None,
-        on_event: Callable[[str], None] | None = None, trained_prompts: Sequence[str] = ()) -> Comparison:
+        on_event: Callable[[str], None] | None = None, trained_prompts: Sequence[str] = (),
+        probes: Sequence[dict] = ()) -> Comparison:
     """Evaluate every variant (from the cache when its entry is still valid). ``trained_prompts``:
     training questions also asked, verbatim, and kept out of every table but
-    :func:`helpers.evaluation.phrasing.comparison_split`."""
+    :func:`helpers.evaluation.phrasing.comparison_split`; ``probes``: out-of-scope questions
+    (:func:`helpers.evaluation.robustness.default_probes`) scored by :mod:`~helpers.evaluation.robustness`."""
     settings.check()
     if not prompts:
         raise CompareError("No prompts: set `questions` (and `compare_prompts`) in persona.toml.")
@@ -446,7 +456,7 @@ def run(variants_: Sequence[Variant], *, prompts: Sequence[str], persona_prompt:
             status[v.name] = "missing"
             say(f"{head}: no adapter in {v.run_dir}; run its fine-tuning notebook first. Skipped.")
             continue
-        key = compare_cache.key_for(v.name, fingerprint(v, settings, prompts, system_prompt, texts, trained_prompts))
+        key = compare_cache.key_for(v.name, fingerprint(v, settings, prompts, system_prompt, texts, trained_prompts, probes))
         cached = compare_cache.load(cache_dir, key)
         if cached is not None:
             results[v.name], status[v.name] = cached, "cache"
@@ -456,9 +466,11 @@ def run(variants_: Sequence[Variant], *, prompts: Sequence[str], persona_prompt:
             index = metrics.MemorisationIndex(texts.training)
         t0 = time.time()
         results[v.name] = evaluate(v, prompts=prompts, system_prompt=system_prompt,
-                                   settings=settings, texts=texts, index=index, trained_prompts=trained_prompts)
+                                   settings=settings, texts=texts, index=index, trained_prompts=trained_prompts,
+                                   probes=probes)
         status[v.name] = "computed"
         compare_cache.save(cache_dir, key, results[v.name])
+        audits.to_card(v, results[v.name])  # recitation and copying figures in the run's data card
         empty = sum(not a.strip() for a in results[v.name]["answers"])
         say(f"{head}: computed in {time.time() - t0:.0f} s ({len(prompts)} answers, {empty} empty); "
             f"cached as {key}")

@@ -30,7 +30,7 @@ from helpers.pipeline.arguments import parser
 from helpers.pipeline.tables import _export_entry, before_after_table, export_table  # noqa: F401  (re-exports)
 from helpers.runtime import loading, memory
 from helpers.runtime.distributed import DistributedError, distributed
-from helpers.training import divergence, fallback, mlx_backend, trainer
+from helpers.training import datacard, divergence, fallback, mlx_backend, trainer
 from helpers.training import masks as templates
 from helpers.training.config import epochs_from_data, resolve_config
 from helpers.training.runrecord import RunRecord
@@ -325,7 +325,11 @@ class FineTuneRun:
                                             settings=checkpoint_eval.EvalSettings(**settings))
 
     def finish(self) -> dict[str, Any]:
-        return self.record.finish()
+        """Close run.json and write the data card (:mod:`helpers.training.datacard`) beside it."""
+        rec = self.record.finish()
+        if not isinstance(self.record, _ReplicaRecord):  # the main process writes the card
+            datacard.write(self.output_dir, rec)
+        return rec
 
     def free(self) -> None:
         """Drop the model and free its memory."""
