@@ -37,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
                    help="render the training data with the template's thinking mode on/off "
                         "(Qwen3 needs --thinking for examples with `reasoning`); default: the profile's")
     t = p.add_argument_group("training (default: the model profile's)")
-    t.add_argument("--backend", default=None, choices=("auto", "unsloth", "transformers"))
+    t.add_argument("--backend", default=None, choices=("auto", "unsloth", "transformers", "mlx"))
     t.add_argument("--epochs", type=float, default=None, help="passes over the data")
     t.add_argument("--learning-rate", type=float, default=None, help="peak learning rate")
     t.add_argument("--lora-r", type=int, default=None, help="LoRA rank")
