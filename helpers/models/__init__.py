@@ -322,13 +322,19 @@ def get_profile(name: str) -> ModelProfile:
         return profile_for_folder(path)
     if sources.is_gguf(name):
         config = sources.gguf_config(path)
-        return profile_for_config(config, name=str(path), display_name=path.name,
-                                  source=str(path.resolve()))
+        profile = profile_for_config(config, name=str(path), display_name=path.name,
+                                     source=str(path.resolve()))
+        sources.check_template(path, profile.family, config.get("model_type"),
+                               template=sources.gguf_chat_template(path))
+        return profile
     if sources.looks_like_hub_id(str(name)):
-        config = sources.hub_config(str(name).strip())
-        return profile_for_config(config, name=str(name).strip(),
-                                  display_name=str(name).strip().split("/")[-1],
-                                  source=str(name).strip())
+        repo = str(name).strip()
+        config = sources.hub_config(repo)
+        profile = profile_for_config(config, name=repo, display_name=repo.split("/")[-1],
+                                     source=repo)
+        sources.check_template(repo, profile.family, config.get("model_type"),
+                               template=sources.hub_chat_template(repo))
+        return profile
     raise UnknownModelError(
         f"Unknown model {name!r}. Known models: {', '.join(known_models())}. "
         "Pass one of these names, a hub id (owner/name), a local folder holding config.json or "

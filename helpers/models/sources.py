@@ -71,16 +71,41 @@ def folder_chat_template(folder: str | os.PathLike) -> str | None:
     return template or None
 
 
-def check_template(folder: str | os.PathLike, family: str, model_type: str | None) -> None:
-    """Refuse a model folder whose own chat template does not render its family's format (a
-    config and template from different models); a folder without a template passes."""
-    template = folder_chat_template(folder)
+def hub_chat_template(repo_id: str) -> str | None:
+    """A hub model's chat template (``chat_template.jinja``, else ``tokenizer_config.json``),
+    from the local cache or the hub; None when neither can be read."""
+    from huggingface_hub import hf_hub_download
+    for name in ("chat_template.jinja", "tokenizer_config.json"):
+        try:
+            path = Path(hf_hub_download(repo_id, name))
+        except Exception:  # noqa: BLE001 - not in the repo, not cached offline: try the next
+            continue
+        return folder_chat_template(path.parent)
+    return None
+
+
+def gguf_chat_template(gguf_path: str | os.PathLike) -> str | None:
+    """The chat template a GGUF file carries (``tokenizer.chat_template``), None without one;
+    read from its metadata (memory-mapped, no weights loaded)."""
+    from gguf import GGUFReader
+    field = GGUFReader(str(gguf_path)).fields.get("tokenizer.chat_template")
+    return str(field.contents()) if field is not None else None
+
+
+def check_template(source: str | os.PathLike, family: str, model_type: str | None, *,
+                   template: str | None = None) -> None:
+    """Refuse a model whose own chat template does not render its family's format (a config
+    and template from different models). ``source`` is a folder, whose template is read, or,
+    with ``template`` given, where that template came from (a hub id, a GGUF file). A model
+    without a template passes."""
+    if template is None and Path(source).is_dir():
+        template = folder_chat_template(source)
     marker = TEMPLATE_MARKERS[family]
     if template is not None and marker not in template:
         raise ModelSourceError(
-            f"{folder}: config.json says model_type {model_type!r} (the {family} family), but the "
-            f"folder's chat template does not render that family's format (no {marker!r}). Use the "
-            "chat template the model was trained with (its makers' tokenizer_config.json or "
+            f"{source}: its config says model_type {model_type!r} (the {family} family), but its "
+            f"chat template does not render that family's format (no {marker!r}). Use the chat "
+            "template the model was trained with (its makers' tokenizer_config.json or "
             "chat_template.jinja).")
 
 

@@ -133,6 +133,16 @@ def test_hub_id_outside_the_registry_loads_offline_from_the_cache(random_standin
                           capture_output=True, text=True, timeout=300)
     assert miss.returncode != 0
     assert "HF_HUB_OFFLINE=1" in miss.stderr and "hf download someone/not-cached" in miss.stderr
+    # a cached hub model whose chat template is another family's: refused, naming both
+    mixed = tmp_path / "mixed"
+    shutil.copytree(random_standin("qwen3"), mixed)
+    (mixed / "chat_template.jinja").write_text(sources.folder_chat_template(random_standin("gpt-oss")))
+    _hub_cache(tmp_path / "hf", "someone/mixed-chat", mixed)
+    bad = subprocess.run([sys.executable, "-c", _OFFLINE_RUN, "someone/mixed-chat"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0
+    assert "someone/mixed-chat: its config says model_type 'qwen3'" in bad.stderr
+    assert "'<|im_start|>'" in bad.stderr
 
 
 @pytest.mark.slow
@@ -159,6 +169,20 @@ def test_a_gguf_file_is_a_model(random_standin, tmp_path, monkeypatch):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(folder)
     assert "<|im_start|>" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+
+
+@pytest.mark.slow
+def test_a_gguf_file_whose_template_is_another_familys_is_refused(random_standin, tmp_path, monkeypatch):
+    from helpers.export.gguf import write_gguf
+    monkeypatch.setenv("FINETUNING_CACHE", str(tmp_path / "cache"))
+    mixed = tmp_path / "mixed"
+    shutil.copytree(random_standin("qwen2.5"), mixed)
+    (mixed / "chat_template.jinja").write_text(sources.folder_chat_template(random_standin("gpt-oss")))
+    gguf_path = write_gguf(mixed, tmp_path / "mixed.gguf", "f32", "mixed")
+    assert "<|start|>" in sources.gguf_chat_template(gguf_path)
+    with pytest.raises(sources.ModelSourceError, match=r"mixed.gguf: its config says model_type 'qwen2'.*qwen2.5 family"):
+        models.get_profile(str(gguf_path))
+    assert not (tmp_path / "cache" / "gguf").exists() or not any((tmp_path / "cache" / "gguf").glob("*/model.safetensors"))
 
 
 def test_missing_gguf_file_names_the_setting(tmp_path):
@@ -190,6 +214,6 @@ def test_a_folder_whose_template_is_another_familys_is_refused(random_standin, t
     shutil.copytree(random_standin("qwen2.5"), folder)
     gpt_oss = sources.folder_chat_template(random_standin("gpt-oss"))
     (folder / "chat_template.jinja").write_text(gpt_oss)
-    with pytest.raises(sources.ModelSourceError, match=r"model_type 'qwen2'.*qwen2.5 family.*'<\|im_start\|>'"):
+    with pytest.raises(sources.ModelSourceError, match=r"its config says model_type 'qwen2'.*qwen2.5 family.*'<\|im_start\|>'"):
         models.get_profile(str(folder))
     assert models.get_profile(str(random_standin("qwen3"))).family == "qwen3"  # its own template passes
