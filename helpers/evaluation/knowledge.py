@@ -41,7 +41,8 @@ VERDICT_RULE = (
     "Learned the facts: on questions from its training chapters the tuned model is right more "
     "often than its base model, and the 95% interval of the difference (Newcombe) lies above 0. "
     "Only the voice: not that, but its answers to the comparison's prompts moved toward the author "
-    "(TF-IDF similarity up or Burrows' Delta down, paired 95% interval excluding 0). Neither: "
+    "(TF-IDF similarity up or Burrows' Delta down, paired 95% interval excluding 0, and neither of "
+    "the two moved away from the author by that test). Neither: "
     "neither of the two. Wherever the facts are not learned, or the tuned model still gets fewer "
     "than half of its training chapters' facts right, answer factual questions with retrieval "
     "(RAG over the books) instead of relying on the weights.")
@@ -129,19 +130,20 @@ def voice_changes(delta_table) -> dict[str, dict]:
     """Variant -> ``{"improved": bool | None, "evidence": str}`` from the comparison's paired
     delta table (``helpers.evaluation.deltas.delta_table`` over ``tfidf`` and ``delta``):
     improved when TF-IDF similarity to the author rose or Burrows' Delta fell with a 95%
-    interval excluding 0; None when the table has no interval for the variant."""
+    interval excluding 0, and neither moved the other way by the same test (mixed evidence is not
+    an improvement); None when the table has no interval for the variant."""
     out = {}
     for variant, row in delta_table.iterrows():
-        parts, known, improved = [], False, False
-        for metric, better in (("tfidf", 1), ("delta", -1)):
+        parts, known, better_any, worse_any = [], False, False, False
+        for metric, sign in (("tfidf", 1), ("delta", -1)):
             if (metric, "est") not in row.index or not math.isfinite(row[(metric, "low")]):
                 continue
             known = True
             est, low, high = row[(metric, "est")], row[(metric, "low")], row[(metric, "high")]
-            moved = low > 0 if better > 0 else high < 0
-            improved |= bool(moved)
+            better_any |= bool(low > 0 if sign > 0 else high < 0)
+            worse_any |= bool(high < 0 if sign > 0 else low > 0)
             parts.append(f"{metric} {est:+.3g} [{low:+.3g}, {high:+.3g}]")
-        out[variant] = {"improved": improved if known else None,
+        out[variant] = {"improved": (better_any and not worse_any) if known else None,
                         "evidence": "; ".join(parts) or "no style interval"}
     return out
 

@@ -27,6 +27,7 @@ from helpers.evaluation import cache as compare_cache
 from helpers.evaluation import knowledge
 from helpers.evaluation.compare import Comparison, Settings, Variant, _plain
 from helpers.evaluation.deltas import delta_table
+from helpers.evaluation.plot_common import _figure
 from helpers.models.generate import answer
 from helpers.questions import facts
 from helpers.questions.facts import FactQuestion
@@ -121,7 +122,7 @@ def run(comparison: Comparison, questions_: Sequence[FactQuestion], *,
         cached = compare_cache.load(cache_dir, key)
         if cached is not None:
             answers[v.name], status[v.name] = cached["answers"], "cache"
-            say(f"{head}: fact answers from the cache ({key})")
+            say(f"{head}: fact answers reused ({key})")
             continue
         result = evaluate(v, questions_, system_prompt=system_prompt, settings=comparison.settings)
         compare_cache.save(cache_dir, key, result)
@@ -198,10 +199,8 @@ class Knowledge:
     def plot(self, by: str = "outcome"):
         """Stacked bars per variant and split: shares correct / wrong / don't know, with the
         accuracy's Wilson interval as an error bar."""
-        import matplotlib.pyplot as plt
         s = self.summary(by)
-        fig, axes = plt.subplots(1, len(knowledge.SPLITS), figsize=(5 + 1.2 * len(self.variants), 3.6),
-                                 sharey=True, squeeze=False)
+        fig, axes = _figure(1, len(knowledge.SPLITS), figsize=(5 + 1.2 * len(self.variants), 3.6), sharey=True)
         colours = {knowledge.CORRECT: "#2a9d8f", knowledge.WRONG: "#e76f51", knowledge.DONT_KNOW: "#bdbdbd"}
         for ax, split in zip(axes[0], knowledge.SPLITS):
             part = s[s["split"] == split]
@@ -220,7 +219,6 @@ class Knowledge:
             ax.tick_params(axis="x", rotation=30)
         axes[0][0].set_ylabel("share of questions")
         axes[0][-1].legend(loc="upper right", fontsize=8)
-        fig.tight_layout()
         return fig
 
     def save(self, folder: str | Path) -> Path:

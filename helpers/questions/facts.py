@@ -405,10 +405,10 @@ def balanced(sets: dict[str, Sequence[Passage]], n: int, *, source: str = "rule"
             log.warning("no %s passages: the knowledge check has no %s questions", split, split)
             continue
         per = max(1, min(3, math.ceil(n / len(passages))))
-        chosen = spread(passages, math.ceil(n / per)) if source != "rule" else passages
-        if source == "rule":   # free: every passage, then the spread ones first
-            first = spread(passages, math.ceil(n / per))
-            chosen = first + [p for p in passages if p not in first]
+        chosen = spread(passages, math.ceil(n / per))
+        if source == "rule":   # free: every passage (the spread ones first), spares for duplicates
+            chosen += [p for p in passages if p not in chosen]
+            per += 2
         got = pick(chosen, split, n, fact_questions(chosen, per, source=source, **kw))
         if len(got) < n:
             log.warning("%d %s fact questions of the %d asked for (%d passages)", len(got), split, n,

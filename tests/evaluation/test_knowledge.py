@@ -84,10 +84,12 @@ def test_voice_changes_read_the_paired_delta_table():
     table = pd.DataFrame([[0.1, 0.05, 0.2, 5, 0.0, -0.1, 0.1, 5],
                           [0.0, -0.1, 0.1, 5, -0.3, -0.5, -0.1, 5],
                           [0.0, -0.1, 0.1, 5, 0.0, -0.1, 0.1, 5],
+                          [0.1, 0.05, 0.2, 5, 0.1, 0.05, 0.2, 5],
                           [math.nan] * 3 + [0] + [math.nan] * 3 + [0]],
-                         index=["Up", "Closer", "Same", "Orphan"], columns=cols)
+                         index=["Up", "Closer", "Same", "Mixed", "Orphan"], columns=cols)
     got = knowledge.voice_changes(table)
-    assert [got[k]["improved"] for k in ("Up", "Closer", "Same", "Orphan")] == [True, True, False, None]
+    # Mixed: TF-IDF up but Burrows' Delta up too (further from the author): not an improvement
+    assert [got[k]["improved"] for k in ("Up", "Closer", "Same", "Mixed", "Orphan")] == [True, True, False, False, None]
     assert got["Up"]["evidence"].startswith("tfidf +0.1 [+0.05, +0.2]")
 
 
