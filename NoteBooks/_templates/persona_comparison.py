@@ -39,6 +39,8 @@ decoding: str = "greedy"  # greedy, or sampled with each family's recommended se
 max_new_tokens: int = None  # answer length cap in tokens (None: the family's default)
 trained_questions: int = 4  # also ask this many V2 training questions verbatim (trained phrasing); only the phrasing table uses them
 retention: bool = True  # also ask general questions whose answers should not change
+knowledge_questions: int = 20  # closed-book fact questions from trained chapters, and as many from held-out ones (0: skip the knowledge check)
+knowledge_source: str = None  # rule, local or anthropic for those questions (None: rule in smoke mode, else the persona's qa_source)
 judge: bool = False  # ask a model which answer sounds more like the persona (blind, both orders; needs the judge_provider's key)
 judge_provider: str = "anthropic"  # anthropic (ANTHROPIC_API_KEY) or openai, any OpenAI-compatible server (OPENAI_API_KEY)
 judge_base_url: str = None  # API root for judge_provider openai, e.g. http://localhost:11434/v1 (None: OPENAI_BASE_URL, else OpenAI)
@@ -59,6 +61,7 @@ from helpers.notebooks import setup as notebook
 from helpers.data import persona as personas
 from helpers.evaluation import judge as llm_judge
 from helpers.evaluation import phrasing
+from helpers.evaluation import knowledge_run, knowledge_judge
 
 notebook.setup()
 notebook.environment()
@@ -162,6 +165,56 @@ result.answers_table()
 result.retention()
 
 # %% [markdown]
+# ## Knowledge or voice?
+# Fine-tuning on books reliably changes how a model writes; whether it also learns what the books
+# say is another question (Ovadia et al. 2023; Gekhman et al. 2024). Every variant answers
+# closed-book fact questions, without the book, made from chapters the tuned models trained on
+# (*trained*) and from the held-out chapters no model saw (*heldout*); each question carries the
+# key facts its passage holds. An answer is `correct` when it contains every key fact (case,
+# punctuation and number words normalised), `dont_know` when it is empty or says it does not know,
+# and `wrong` otherwise. `accuracy` is the share correct, with its 95% Wilson interval in brackets.
+# Answers are cached per variant like the rest of the comparison.
+
+# %%
+facts = (knowledge_run.questions(persona, sets.folder, knowledge_questions, source=knowledge_source,
+                                 smoke=smoke, model=chosen[0].model) if knowledge_questions else [])
+known = knowledge_run.run(result, facts, cache_dir=notebook.path(cache_dir), on_event=print) if facts else None
+known.table() if known else "not run: knowledge_questions=0 (or no passages to ask about)"
+
+# %% [markdown]
+# With `judge=True` an LLM also grades each answer against its key facts, blind (the `judge`
+# column below; cached, within `judge_budget_usd`); the table then counts its grades.
+
+# %%
+grader = dict(provider=judge_provider, base_url=judge_base_url, model=judge_model)
+if judge and known:
+    print(knowledge_judge.estimate(known, **grader))
+    knowledge_judge.grade(known, budget_usd=judge_budget_usd, progress=True, **grader)
+known.table(by="judge") if judge and known else "not run: judge=False"
+
+# %% [markdown]
+# Shares of correct, wrong and "don't know" answers per variant, trained chapters beside held-out
+# ones; the black bar is the accuracy's 95% interval.
+
+# %%
+known.plot() if known else None
+
+# %% [markdown]
+# The verdict, per tuned model against its own base. *Learned the facts*: on trained-chapter
+# questions it is right more often than its base, and the 95% interval of the gain (Newcombe)
+# lies above 0. *Only the voice*: not that, but its answers moved toward the author (`tfidf` up or
+# `delta` down in the paired table above, interval excluding 0, and neither moving away). *Neither*:
+# neither. Where the facts are not learned, answer factual questions with retrieval (RAG over the books).
+
+# %%
+if known:
+    print(known.verdict_text())
+known.verdicts() if known else None
+
+# %%
+known.per_question() if known else None
+
+# %% [markdown]
 # ## LLM judge (optional)
 # Each tuned model against its own base, prompt by prompt: Claude sees the persona, the question
 # and two unnamed answers, twice with the order swapped. The cost is shown first; it runs only
@@ -186,4 +239,6 @@ verdicts.table() if verdicts else ("not run: judge=False" if not judge else "not
 # %%
 out = notebook.path(output_dir) or compare.default_output_dir(persona, smoke)
 print(f"Saved {result.save(out)}")
+if known:
+    print(f"Saved {known.save(out)}")
 notebook.files_table(out)
