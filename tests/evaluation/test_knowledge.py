@@ -100,9 +100,9 @@ QUESTIONS = [FactQuestion("Who owned the workshop?", ("Edda",), "trained", "a" *
 
 def _sets(folder):
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "heldout.json").write_text(json.dumps({"heldout": [{"text": "Ruth came later."}]}))
+    (folder / "heldout.json").write_text(json.dumps({"heldout": [{"text": "Later that year came Ruth."}]}))
     (folder / "v1_train.jsonl").write_text(json.dumps({"messages": [
-        {"role": "user", "content": "Continue."}, {"role": "assistant", "content": "Edda owned it."}]}) + "\n")
+        {"role": "user", "content": "Continue."}, {"role": "assistant", "content": "It was Edda who owned it."}]}) + "\n")
     return folder
 
 
@@ -153,11 +153,18 @@ def test_run_on_a_standin_is_cached_and_makes_the_section(tmp_path, random_stand
         knowledge_run.run(result, [], cache_dir=tmp_path / "cache")
 
 
-def test_source_follows_smoke_mode_and_the_persona():
+def test_source_follows_smoke_mode_and_the_persona(tmp_path):
     persona = type("P", (), {"data": type("D", (), {"qa_source": "anthropic"})()})()
     assert knowledge_run.resolve_source(persona, None, smoke=True) == "rule"
     assert knowledge_run.resolve_source(persona, None, smoke=False) == "anthropic"
     assert knowledge_run.resolve_source(persona, "local", smoke=True) == "local"
+    folder = _sets(tmp_path / "sets")
+    qs = knowledge_run.questions(persona, folder, 2, smoke=True)     # rules: nothing paid
+    assert [(q.split, q.key_facts, q.source) for q in qs] == [("trained", ("Edda",), "rule"),
+                                                               ("heldout", ("Ruth",), "rule")]
+    assert not (folder / "facts.jsonl").exists()                     # rule questions are not cached
+    with pytest.raises(knowledge_run.facts.QAConfigError, match="list a base model"):
+        knowledge_run.questions(persona, folder, 2, source="local", smoke=True)
 
 
 def _known(answers):
