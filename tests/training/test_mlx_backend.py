@@ -262,10 +262,10 @@ def test_unverified_or_quantized_folders_are_refused(random_standin, tmp_path):
 
 @needs_mlx
 def test_mlx_training_follows_the_transformers_backend(random_standin, tmp_path):
-    """The same LoRA start (MLX's A, B zero, copied into PEFT), the same full batch each step
-    (batch = the data, so data order cannot differ), warm-up, weight decay: the loss and learning
-    rate of every step are the transformers backend's (AdamW, clipping, schedule and loss
-    normalisation agree). Measured: losses equal to 5 digits, lr to float32 rounding, the tuned
+    """The same LoRA start (MLX's A, B zero, copied into PEFT), the same data each step (two
+    accumulated batches of 3 = all 6 examples, so data order cannot differ), warm-up, weight
+    decay: the loss and learning rate of every step are the transformers backend's (AdamW,
+    clipping, schedule and the loss normalised over the accumulation group agree). Measured: losses equal to 5 digits, lr to float32 rounding, the tuned
     models' logits within 1e-4."""
     import torch
 
@@ -273,7 +273,7 @@ def test_mlx_training_follows_the_transformers_backend(random_standin, tmp_path)
     from helpers.training import mlx_backend, mlx_convert, trainer
     folder = random_standin("qwen2.5")
     choice = models.choose(str(folder))
-    common = dict(epochs=4, batch_size=6, grad_accum=1, learning_rate=1e-2, logging_steps=1,
+    common = dict(epochs=4, batch_size=3, grad_accum=2, learning_rate=1e-2, logging_steps=1,
                   max_seq_length=256, warmup_ratio=0.25, weight_decay=0.1, report_to="none")
     torch_model, tokenizer = load_model(choice, backend="transformers")
     rows = _rows(folder, tokenizer)
