@@ -153,6 +153,7 @@ finetune.before_after_table(questions, run.answers["base_question"], run.answers
 # - **bits per byte**: how well the checkpoint predicts the held-out chapters' text, which it never trained on (lower is better).
 # - **Burrows' Delta**: the distance between the word-frequency profile of its answers and the author's passages (lower is closer to the author's style).
 # - **copying**: the share of its answers' 8-word runs found verbatim in the training passages (lower is more of its own writing).
+# - **recitation**: the share of sampled training passages it continues word for word for 50 words or more when given their first 32 (lower: it learned the voice, not the text).
 #
 # The best checkpoint has the lowest Delta among those copying at most `copying_ceiling` (ties: the
 # lower bits per byte). It is recorded in run.json (`best_checkpoint`) and `best_checkpoint.json`;

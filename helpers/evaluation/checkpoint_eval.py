@@ -11,12 +11,14 @@ Per checkpoint, with the same prompts, system prompt and sampling seed for all:
   (training and held-out; :mod:`helpers.evaluation.style`; lower: closer to the author's use of
   the most frequent words);
 - ``copying``: the mean share of an answer's 8-word runs found verbatim in the training passages
-  (``ngram_overlap``, :mod:`helpers.evaluation.memorisation`), beside ``longest_copy_share``.
+  (``ngram_overlap``, :mod:`helpers.evaluation.memorisation`), beside ``longest_copy_share``;
+- ``recitation_share``: the share of sampled training passages the checkpoint continues word for
+  word for at least 50 words when given their first 32, chat-wrapped as it trained
+  (:func:`helpers.evaluation.recitation.audit`), with ``recitation_longest_run``.
 
 The answers are sampled (the family's recommended temperature, top-p and top-k, a fixed seed) to
 prompts made from the held-out passages without a model (:func:`heldout_prompts`), so a
-checkpoint that learned to paste training passages shows it. Recitation (a passage's opening
-given, is the rest reproduced verbatim) is not measured here yet.
+checkpoint that learned to paste training passages shows it.
 
 A result is cached as ``<run>/checkpoint_eval/<checkpoint>-<key>.json``; the key hashes the
 adapter's checksum and everything else the numbers depend on, so a rerun computes only what
@@ -37,9 +39,10 @@ from typing import Any, Sequence
 
 from helpers import models
 from helpers.books.passage import Passage
+from helpers.core import paths
 from helpers.core.files import write_json
+from helpers.evaluation import audits, compare, recitation
 from helpers.evaluation import cache as compare_cache
-from helpers.evaluation import compare
 from helpers.evaluation.checkpoints import (
     DEFAULT_COPYING_CEILING,
     Checkpoint,
@@ -61,7 +64,7 @@ from helpers.runtime.loading import load_model
 log = logging.getLogger(__name__)
 
 #: bumped when a checkpoint metric's computation changes: cached results made before are redone
-EVAL_VERSION = 1
+EVAL_VERSION = 2
 CACHE_FOLDER = "checkpoint_eval"
 
 #: one sentence per metric, shown beside the table and the plot
@@ -73,6 +76,9 @@ EXPLAINED = {
     "copying": "copying: the share of the answers' 8-word runs found verbatim in the training "
                "passages (lower is more of the model's own writing; the ceiling is the most a "
                "checkpoint may copy and still be chosen).",
+    "recitation_share": "recitation: the share of sampled training passages the checkpoint "
+                        "continues word for word for 50 words or more from their first 32 "
+                        "(lower: it learned the voice, not the text).",
 }
 
 
@@ -85,11 +91,15 @@ class EvalSettings:
     seed: int = 0                     # sampling seed, the same for every checkpoint
     window: int = 512                 # held-out bits per byte: tokens per forward pass
     stride: int = 256                 # ... and how far each window moves
+    recitation_passages: int = 16     # training passages in the recitation audit (0: no audit; 8 at most on a stand-in)
 
     def check(self) -> None:
         if self.prompts < 1 or self.max_new_tokens < 1:
             raise CheckpointError(f"prompts={self.prompts}, max_new_tokens={self.max_new_tokens}: "
                                   "both must be at least 1 (defaults 4 and 128).")
+        if self.recitation_passages < 0:
+            raise CheckpointError(f"recitation_passages={self.recitation_passages}: use 0 (no "
+                                  "recitation audit) or more (default 16).")
         if not 0 < self.stride < self.window:
             raise CheckpointError(f"stride={self.stride} must be at least 1 and below "
                                   f"window={self.window} (defaults 256 and 512).")
@@ -128,7 +138,8 @@ class CheckpointReport:
     def table(self):
         """One row per checkpoint: epoch, step, the metrics, where it came from, the best marked."""
         import pandas as pd
-        cols = ("epoch", "step", "bits_per_byte", "delta", "copying", "longest_copy_share")
+        cols = ("epoch", "step", "bits_per_byte", "delta", "copying", "longest_copy_share",
+                "recitation_share", "recitation_longest_run")
         df = pd.DataFrame([{"checkpoint": r["checkpoint"], **{c: r.get(c) for c in cols},
                             "under ceiling": _finite(r.get("copying")) and r["copying"] <= self.copying_ceiling,
                             "best": self.best is not None and r["checkpoint"] == self.best["checkpoint"],
@@ -143,7 +154,9 @@ class CheckpointReport:
 
     def explain(self) -> str:
         """One sentence per metric, then the choice."""
-        lines = [f"- {EXPLAINED[k]}" for k in ("bits_per_byte", "delta", "copying")]
+        shown = ("bits_per_byte", "delta", "copying",
+                 *(("recitation_share",) if any("recitation_share" in r for r in self.rows) else ()))
+        lines = [f"- {EXPLAINED[k]}" for k in shown]
         best = (f"Best: {self.best['checkpoint']} (epoch {_fmt(self.best.get('epoch'))}): {self.reason}."
                 if self.best else f"No best checkpoint: {self.reason}")
         return "\n".join([*lines, f"Copying ceiling: {self.copying_ceiling:g}.", best])
@@ -169,7 +182,7 @@ def _fmt(x: Any) -> str:
 
 # -- one checkpoint ----------------------------------------------------------------------------
 def _score(model, tokenizer, profile, prompts, system_prompt, settings: EvalSettings, texts,
-           index: MemorisationIndex, pool: _DeltaPool) -> dict[str, Any]:
+           index: MemorisationIndex, pool: _DeltaPool, convs: Sequence[dict]) -> dict[str, Any]:
     t0 = time.time()
     answers = answer(model, tokenizer, list(prompts), profile, system_prompt=system_prompt,
                      greedy=False, seed=settings.seed, max_new_tokens=settings.max_new_tokens)
@@ -180,24 +193,45 @@ def _score(model, tokenizer, profile, prompts, system_prompt, settings: EvalSett
         vals = [r[key] for r in scored if _finite(r.get(key))]
         return sum(vals) / len(vals) if vals else math.nan
     pooled = " ".join(answers)
-    return {"bits_per_byte": held["bits_per_byte"], "perplexity": held["perplexity"],
+    recited = {}
+    if convs and settings.recitation_passages:
+        n = settings.recitation_passages
+        n = min(n, audits.STANDIN_PASSAGES) if profile.is_standin else n
+        systems = {c["system"] for c in convs}
+        r = recitation.audit(model, tokenizer, [c["passage"] for c in convs], chat=True,
+                             user_prompts=[c["user"] for c in convs],
+                             system_prompt=next(iter(systems)) if len(systems) == 1 else None,
+                             template_kwargs=profile.template_kwargs, max_passages=n,
+                             seed=settings.seed)
+        recited = {"recitation_share": r.share_verbatim, "recitation_longest_run": r.longest_run,
+                   "recitation_n": r.n}
+    return {**recited, "bits_per_byte": held["bits_per_byte"], "perplexity": held["perplexity"],
             "delta": pool.delta(pooled) if words(pooled) else math.nan,
             "copying": mean("ngram_overlap"), "longest_copy_share": mean("longest_copy_share"),
             "answer_words": sum(r["words"] for r in scored), "empty": sum(r["empty"] for r in scored),
             "answers": answers, "seconds": round(time.time() - t0, 2)}
 
 
-def _key(ckpt_sha: str, source: str, prompts, system_prompt, settings: EvalSettings, texts) -> str:
+def _key(ckpt_sha: str, source: str, prompts, system_prompt, settings: EvalSettings, texts,
+         training_sha: str | None) -> str:
     doc = {"adapter": ckpt_sha, "source": source, "prompts": list(prompts),
            "system_prompt": system_prompt, "settings": asdict(settings), "heldout": texts.sha(),
-           "training_passages": len(texts.training), "version": EVAL_VERSION}
+           "training_passages": len(texts.training), "training_file": training_sha,
+           "version": EVAL_VERSION}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _training_file(record: dict) -> Path | None:
+    """The file the run trained on (run.json's data path), if it is still there."""
+    raw = (record.get("data") or {}).get("path") or (record.get("parameters") or {}).get("data")
+    path = paths.path(raw) if raw else None
+    return path if path is not None and path.is_file() else None
 
 
 def _system_prompt(record: dict) -> str | None:
     """The system prompt the run trained with: its data file's first system message."""
-    path = Path((record.get("data") or {}).get("path") or (record.get("parameters") or {}).get("data") or "")
-    if not path.is_file():
+    path = _training_file(record)
+    if path is None:
         return None
     with open(path, encoding="utf-8") as f:
         first = f.readline()
@@ -246,12 +280,15 @@ def evaluate_run(run_dir: str | Path, sets_folder: str | Path, *, model=None, to
     choice = models.choose(m.get("requested") or (info.get("parameters") or {}).get("model"),
                            bool(m.get("smoke")))
     cache = run_dir / CACHE_FOLDER
+    source = _training_file(info)  # the recitation audit's passages
+    training_sha = hashlib.sha256(source.read_bytes()).hexdigest() if source is not None else None
     rows: list[dict[str, Any]] = []
     status: dict[str, str] = {}
     todo: list[tuple[Checkpoint, str, Path]] = []
     for c in ckpts:
         sha = compare_cache.adapter_checksum(c.path)
-        path = cache / f"{c.name}-{_key(sha, choice.source(), prompts, system_prompt, settings, texts)}.json"
+        key = _key(sha, choice.source(), prompts, system_prompt, settings, texts, training_sha)
+        path = cache / f"{c.name}-{key}.json"
         if path.is_file():
             rows.append(json.loads(path.read_text()))
             status[c.name] = "cache"
@@ -260,7 +297,11 @@ def evaluate_run(run_dir: str | Path, sets_folder: str | Path, *, model=None, to
             rows.append({"checkpoint": c.name, "step": c.step, "epoch": c.epoch, "adapter_sha256": sha})
             todo.append((c, sha, path))
     if todo:
-        _compute(todo, rows, status, choice, model, tokenizer, prompts, system_prompt, settings, texts)
+        if source is None and settings.recitation_passages:
+            log.warning("recitation: %s's training file is gone; checkpoints scored without it", run_dir.name)
+        convs = audits.conversations(source) if source is not None and settings.recitation_passages else []
+        _compute(todo, rows, status, choice, model, tokenizer, prompts, system_prompt, settings, texts,
+                 convs)
     best, why = choose_best(rows, copying_ceiling)
     write_best(run_dir, best, why, copying_ceiling=copying_ceiling, record=record)
     log.info("Best checkpoint of %s: %s", run_dir.name,
@@ -269,7 +310,8 @@ def evaluate_run(run_dir: str | Path, sets_folder: str | Path, *, model=None, to
                             copying_ceiling=copying_ceiling, status=status, prompts=prompts)
 
 
-def _compute(todo, rows, status, choice, model, tokenizer, prompts, system_prompt, settings, texts):
+def _compute(todo, rows, status, choice, model, tokenizer, prompts, system_prompt, settings, texts,
+             convs):
     """Score the checkpoints in ``todo`` on one loaded model, each as an extra adapter."""
     index = MemorisationIndex(texts.training)
     passages = [Counter(words(p)) for p in (*texts.training, *texts.heldout)]
@@ -289,7 +331,7 @@ def _compute(todo, rows, status, choice, model, tokenizer, prompts, system_promp
             model.set_adapter(name)
             try:
                 result = _score(model, tokenizer, choice.profile, prompts, system_prompt, settings,
-                                texts, index, pool)
+                                texts, index, pool, convs)
             finally:
                 model.set_adapter(previous)
                 model.delete_adapter(name)

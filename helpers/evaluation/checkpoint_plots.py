@@ -1,5 +1,5 @@
-"""The checkpoint plot: held-out bits per byte, Burrows' Delta and copying per epoch, one panel
-each, the best checkpoint marked in every panel and the copying ceiling drawn (the comparison
+"""The checkpoint plot: held-out bits per byte, Burrows' Delta, copying and (when measured)
+recitation per epoch, one panel each, the best checkpoint marked in every panel and the copying ceiling drawn (the comparison
 plots' figure and palette, :mod:`helpers.evaluation.plot_common`)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from helpers.evaluation.plot_common import _PALETTE, _direction, _figure, _note
 
 #: the panels: metric, axis label
 PANELS = (("bits_per_byte", "held-out bits per byte"), ("delta", "Burrows' Delta to the author"),
-          ("copying", "copying (share of 8-word runs)"))
+          ("copying", "copying (share of 8-word runs)"),
+          ("recitation_share", "recitation (share of passages recited)"))
 _BEST = "#d55e00"
 
 
@@ -26,14 +27,15 @@ def _num(v: Any) -> float:
 
 def checkpoint_plot(rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None,
                     copying_ceiling: float, *, title: str = "Checkpoints on the held-out chapters"):
-    """One panel per metric of :data:`PANELS`, x the epoch (the step when a checkpoint has no
-    epoch). Checkpoints over ``copying_ceiling`` are drawn hollow; the best one is a star with a
+    """One panel per metric of :data:`PANELS` (recitation only when a row has it), x the epoch
+    (the step when a checkpoint has no epoch). Checkpoints over ``copying_ceiling`` are drawn hollow; the best one is a star with a
     dotted line through every panel; the ceiling is a dashed line in the copying panel."""
-    fig, axes = _figure(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.6))
+    panels = [p for p in PANELS if p[0] != "recitation_share" or any(p[0] in r for r in rows)]
+    fig, axes = _figure(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     by_epoch = all(isinstance(r.get("epoch"), (int, float)) for r in rows)
     xs = [_x(r) for r in rows]
     over = [not (_num(r.get("copying")) <= copying_ceiling) for r in rows]
-    for ax, (metric, label) in zip(axes[0], PANELS):
+    for ax, (metric, label) in zip(axes[0], panels):
         ys = [_num(r.get(metric)) for r in rows]
         if not rows or all(math.isnan(y) for y in ys):
             _note(ax, f"no {label}")
@@ -45,14 +47,14 @@ def checkpoint_plot(rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any] |
         if metric == "copying":
             ax.axhline(copying_ceiling, color="0.3", linestyle="--", linewidth=1,
                        label=f"ceiling {copying_ceiling:g}")
-            ax.legend(fontsize=8, frameon=False, loc="best")
         if best is not None:
             bx = _x(best)
             ax.axvline(bx, color=_BEST, linestyle=":", linewidth=1.2, zorder=1)
             by = _num(best.get(metric))
             if not math.isnan(by):
-                ax.scatter([bx], [by], marker="*", s=180, color=_BEST, zorder=4,
-                           label="best" if metric == "bits_per_byte" else None)
+                ax.scatter([bx], [by], marker="*", s=180, color=_BEST, zorder=4, label="best")
+        if metric == "copying" or best is not None:
+            ax.legend(fontsize=8, frameon=False, loc="best")
         ax.set_title(label + _direction(metric), fontsize=10)
         ax.set_xlabel("epoch" if by_epoch else "step")
         ax.set_xticks(sorted(set(xs)))

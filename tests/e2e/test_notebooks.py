@@ -208,6 +208,13 @@ def test_persona_notebooks_in_smoke_mode(jp_runs, name, recipe):
         assert list((run_dir / "export" / "gguf").glob("*.gguf"))
     if standin == "tiny-qwen3":
         assert "<think>" in text  # the rendered example shows the (untrained) think block
+    # every epoch's checkpoint kept and scored on the held-out chapters; the best one recorded
+    best = record["best_checkpoint"]
+    assert len(list((run_dir / "checkpoints").glob("checkpoint-*"))) == 2
+    assert len(list((run_dir / "checkpoint_eval").glob("checkpoint-*.json"))) == 2
+    assert best["copying_ceiling"] == 0.2 and best["reason"]
+    assert "checkpoint" not in best or (run_dir / best["checkpoint"] / "adapter_config.json").is_file()
+    assert "bits per byte" in text and "Burrows' Delta" in text
 
 
 COMPARISON = ROOT / "NoteBooks" / "JordanPeterson" / "AllModels_JordanPeterson_Comparison.ipynb"

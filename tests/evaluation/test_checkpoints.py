@@ -20,7 +20,20 @@ TRAIN = ["The bench was swept every morning before the tools came out, and the s
          "A sharp chisel is safer than a dull one, because it goes where it is sent and does not "
          "skid off the grain.",
          "Glue is patient work: the clamps stay on overnight and nobody touches the joint.",
-         "Oak moves with the seasons, so the panel floats in its groove and is never glued."]
+         "Oak moves with the seasons, so the panel floats in its groove and is never glued.",
+         # long enough for the recitation audit (a 32-word prefix and a 50-word run to find)
+         " ".join(["The first winter in the workshop taught me more than any book about wood.",
+                   "The stove smoked, the glue would not set, and every board I had planed flat in",
+                   "October had cupped by December. I learned to leave timber in the room for a",
+                   "month before cutting it, to warm the glue pot before the clamps, and to write",
+                   "the date on every offcut so that I could see, a year later, how far it had",
+                   "moved. None of this was clever; it was only patience written down."]),
+         " ".join(["My grandfather kept his chisels in a canvas roll that smelled of linseed oil.",
+                   "Each one had a nick in the handle where he had dropped it once, and he could",
+                   "tell you the year of every nick. He said a tool that had never been dropped",
+                   "had never been used, and a man who had never dropped one was not to be",
+                   "trusted with a plane. I still have the roll, and I still drop the chisels,",
+                   "and I still write the year on the handle with a soft pencil."])]
 HELD = ["The harbour at Varn was quiet in winter, and the boats lay upturned on the shingle "
         "while their owners mended nets in the sheds.",
         "Pine is soft and forgiving; a beginner should start there, with a saw, a plane and "
@@ -49,7 +62,7 @@ def trained(tmp_path_factory, random_standin):
     run = FineTuneRun.start(model=str(random_standin("qwen2.5")), output_dir=str(root / "run"),
                             system_prompt=SYSTEM, backend="transformers", epochs=2, batch_size=2,
                             grad_accum=1, learning_rate=5e-3, logging_steps=1, report_to="none",
-                            keep_checkpoints=0, max_seq_length=128)
+                            keep_checkpoints=0, max_seq_length=256)
     run.load_data(str(sets / "v1_train.jsonl"), allow_duplicates=True)
     run.train(live_plot=False)
     run.finish()
@@ -59,14 +72,18 @@ def trained(tmp_path_factory, random_standin):
 def test_checkpoints_are_listed_per_epoch_scored_and_cached(trained, monkeypatch):
     run, sets = trained
     found = checkpoints.list_checkpoints(run.output_dir)
-    assert [c.epoch for c in found] == [1.0, 2.0] and [c.step for c in found] == [2, 4]
-    settings = checkpoint_eval.EvalSettings(prompts=2, max_new_tokens=8, window=32, stride=16)
+    assert [c.epoch for c in found] == [1.0, 2.0] and [c.step for c in found] == [3, 6]
+    settings = checkpoint_eval.EvalSettings(prompts=2, max_new_tokens=8, window=32, stride=16,
+                                            recitation_passages=2)
     report = checkpoint_eval.evaluate_run(run.output_dir, sets, settings=settings, copying_ceiling=1.0)
-    assert report.status == {"checkpoint-2": "computed", "checkpoint-4": "computed"}
+    assert report.status == {"checkpoint-3": "computed", "checkpoint-6": "computed"}
     assert len(report.prompts) == 2 and all(q.endswith("?") for q in report.prompts)
     for row in report.rows:
         assert row["bits_per_byte"] > 0 and len(row["answers"]) == 2
         assert 0 <= row["copying"] <= 1 and row["adapter_sha256"]
+        # the two long training passages audited, chat-wrapped as trained
+        assert row["recitation_n"] == 2 and 0 <= row["recitation_share"] <= 1
+        assert 0 <= row["recitation_longest_run"] <= 64
     # the two epochs' adapters differ, so their held-out scores do
     assert report.rows[0]["bits_per_byte"] != report.rows[1]["bits_per_byte"]
     assert len(list((run.output_dir / "checkpoint_eval").glob("checkpoint-*.json"))) == 2
@@ -78,7 +95,8 @@ def test_checkpoints_are_listed_per_epoch_scored_and_cached(trained, monkeypatch
     assert record["metrics"]["best_checkpoint_epoch"] == report.best["epoch"]
     assert report.table()["best"].sum() == 1
     fig = report.plot(run.output_dir / "checkpoints.png")
-    assert len(fig.axes) == 3 and (run.output_dir / "checkpoints.png").stat().st_size > 0
+    assert len(fig.axes) == 4 and (run.output_dir / "checkpoints.png").stat().st_size > 0
+    assert "recitation" in report.explain() and "Copying ceiling: 1." in report.explain()
 
     # again: every checkpoint from the cache, no model loaded
     def no_model(*a, **k):
@@ -86,13 +104,14 @@ def test_checkpoints_are_listed_per_epoch_scored_and_cached(trained, monkeypatch
     monkeypatch.setattr(checkpoint_eval, "load_model", no_model)
     monkeypatch.setattr(checkpoint_eval, "_score", no_model)
     again = checkpoint_eval.evaluate_run(run.output_dir, sets, settings=settings, copying_ceiling=1.0)
-    assert again.status == {"checkpoint-2": "cache", "checkpoint-4": "cache"}
+    assert again.status == {"checkpoint-3": "cache", "checkpoint-6": "cache"}
     assert [r["answers"] for r in again.rows] == [r["answers"] for r in report.rows]
     # another setting is another question: recomputed, never served from the cache
     with pytest.raises(AssertionError, match="evaluated again"):
         checkpoint_eval.evaluate_run(run.output_dir, sets, copying_ceiling=1.0,
                                      settings=checkpoint_eval.EvalSettings(prompts=2, max_new_tokens=9,
-                                                                           window=32, stride=16))
+                                                                           window=32, stride=16,
+                                                                           recitation_passages=2))
 
 
 def test_the_loaded_model_scores_checkpoints_and_is_left_as_it_was(trained, tmp_path):
@@ -100,7 +119,7 @@ def test_the_loaded_model_scores_checkpoints_and_is_left_as_it_was(trained, tmp_
     adapter; the numbers match those of a freshly loaded model, and the model is unchanged."""
     import torch
     run, sets = trained
-    small = dict(prompts=2, max_new_tokens=8, window=32, stride=16)
+    small = dict(prompts=2, max_new_tokens=8, window=32, stride=16, recitation_passages=2)
     alone = checkpoint_eval.evaluate_run(run.output_dir, sets, copying_ceiling=1.0,
                                          settings=checkpoint_eval.EvalSettings(**small))
     before = {k: v.clone() for k, v in run.model.state_dict().items() if "lora_" in k}
@@ -110,7 +129,7 @@ def test_the_loaded_model_scores_checkpoints_and_is_left_as_it_was(trained, tmp_
     assert set(report.status.values()) == {"computed"}
     for a, b in zip(alone.rows, report.rows):
         assert a["bits_per_byte"] == pytest.approx(b["bits_per_byte"], rel=1e-5)
-        assert a["answers"] == b["answers"]
+        assert a["answers"] == b["answers"] and a["recitation_longest_run"] == b["recitation_longest_run"]
     assert run.model.active_adapter == active and list(run.model.peft_config) == [active]
     after = {k: v for k, v in run.model.state_dict().items() if "lora_" in k}
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -154,16 +173,17 @@ def test_a_ceiling_that_excludes_every_checkpoint_leaves_no_pointer(tmp_path):
 
 def test_variant_specs_pick_the_best_or_a_named_checkpoint(trained):
     run, sets = trained
-    settings = checkpoint_eval.EvalSettings(prompts=2, max_new_tokens=8, window=32, stride=16)
+    settings = checkpoint_eval.EvalSettings(prompts=2, max_new_tokens=8, window=32, stride=16,
+                                            recitation_passages=2)
     report = checkpoint_eval.evaluate_run(run.output_dir, sets, settings=settings, copying_ceiling=1.0)
     persona = personas.load(MH)
     folder = str(run.output_dir)
     best, named, colon, final = compare.variants(
-        persona, [f"{folder}@best", f"{folder}@checkpoint-2", f"{folder}:checkpoint-4", folder], smoke=True)
+        persona, [f"{folder}@best", f"{folder}@checkpoint-3", f"{folder}:checkpoint-6", folder], smoke=True)
     assert best.adapter == run.output_dir / "checkpoints" / report.best["checkpoint"]
     assert best.name.endswith(f"best (epoch {report.best['epoch']:g})") and best.version.endswith(" best")
-    assert named.adapter == run.output_dir / "checkpoints" / "checkpoint-2" and named.ready
-    assert colon.adapter.name == "checkpoint-4" and final.adapter == run.output_dir / "adapter"
+    assert named.adapter == run.output_dir / "checkpoints" / "checkpoint-3" and named.ready
+    assert colon.adapter.name == "checkpoint-6" and final.adapter == run.output_dir / "adapter"
     # the cache key follows the checkpoint's adapter
     texts = compare.Texts.from_sets(sets)
 
@@ -180,7 +200,7 @@ def test_variant_spec_errors(trained, tmp_path):
     with pytest.raises(CheckpointError, match="is a base model, which has no checkpoints"):
         compare.variants(persona, ["qwen3-14b@best"], smoke=True)
     with pytest.raises(CheckpointError, match="has no checkpoint-99 with an adapter; its checkpoints: "
-                                              "checkpoint-2, checkpoint-4"):
+                                              "checkpoint-3, checkpoint-6"):
         compare.variants(persona, [f"{run.output_dir}@checkpoint-99"], smoke=True)
     missing, = compare.variants(persona, ["qwen3-14b:v9@best"], smoke=True)  # not trained: listed, skipped
     assert missing.name == "Qwen3-14B V9 best" and not missing.ready
@@ -204,6 +224,8 @@ def test_evaluate_run_errors(tmp_path):
         checkpoint_eval.EvalSettings(window=8, stride=16).check()
     with pytest.raises(CheckpointError, match="prompts=0"):
         checkpoint_eval.EvalSettings(prompts=0).check()
+    with pytest.raises(CheckpointError, match="recitation_passages=-1"):
+        checkpoint_eval.EvalSettings(recitation_passages=-1).check()
     ck = tmp_path / "run" / "checkpoints" / "checkpoint-3"
     ck.mkdir(parents=True)
     (ck / "adapter_model.safetensors").write_bytes(b"w")
