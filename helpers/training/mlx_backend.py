@@ -25,10 +25,12 @@ import io
 import logging
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from helpers.core.files import write_json
 from helpers.runtime import loading
 from helpers.training import divergence
 from helpers.training import mlx_convert as convert
@@ -240,13 +242,16 @@ def _check(cfg: TrainConfig) -> None:
 
 
 def train(model, rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike, *,
-          eval_rows: Sequence[dict] | None = None, pad_id: int = 0,
+          eval_rows: Sequence[dict] | None = None, pad_id: int = 0, base: str = "",
           on_log: Callable[[list[dict]], None] | None = None) -> TrainResult:
     """Train the LoRA-wrapped mlx ``model`` (:func:`add_lora`) on our tokenized ``rows`` through
     ``mlx_lm.tuner.trainer.train``. Loss history, validation losses, divergence stops and speed
     come back as a :class:`helpers.training.trainer.TrainResult` (``adapter_dir`` is
-    ``output_dir/adapter``, written by :func:`train_folder`); mlx-lm's adapter checkpoints go
-    to ``output_dir/checkpoints`` once per epoch (an MLX run does not resume from them)."""
+    ``output_dir/adapter``, written by :func:`train_folder`). Each epoch's adapter is written as
+    PEFT to ``output_dir/checkpoints/checkpoint-<step>`` with a ``trainer_state.json`` (epoch,
+    step, losses), the newest ``keep_checkpoints`` kept (0: all), as the transformers backend
+    does, for the best-checkpoint evaluation; ``base`` is the model they name. An MLX run does
+    not resume from them."""
     import mlx.core as mx
     from mlx_lm.tuner.callbacks import TrainingCallback
     from mlx_lm.tuner.trainer import TrainingArgs, evaluate
@@ -258,17 +263,23 @@ def train(model, rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.Pa
                 seed=cfg.seed, pad_id=pad_id)
     val = (Rows(eval_rows, cfg.batch_size, cfg.max_seq_length, shuffle=False, pad_id=pad_id)
            if eval_rows else None)
-    per_epoch = math.ceil(data.batches_per_epoch / cfg.grad_accum)
-    steps = max(1, math.ceil(data.batches_per_epoch * cfg.epochs / cfg.grad_accum))
-    g = cfg.grad_accum
+    g, per_epoch = cfg.grad_accum, data.batches_per_epoch
+    steps = max(1, math.ceil(per_epoch * cfg.epochs / g))
+
+    def epoch(step: int) -> float:   # batches seen / batches per epoch (groups may span epochs)
+        return round(step * g / per_epoch, 3)
+
+    def ends_epoch(step: int) -> bool:
+        return step == steps or (step * g) // per_epoch > ((step - 1) * g) // per_epoch
+
     # every optimizer step reports to the callback: it logs every ``logging_steps`` (and the
     # first), and evaluates every ``eval_steps`` (0: each epoch) after a whole step; mlx-lm's own
     # validation runs before an iteration, which can fall inside an accumulation group
     args = TrainingArgs(batch_size=cfg.batch_size, iters=steps * g, steps_per_report=g,
-                        steps_per_save=per_epoch * g, max_seq_length=cfg.max_seq_length,
-                        adapter_file=str(output_dir / "checkpoints" / "adapters.safetensors"),
+                        steps_per_save=steps * g + 1, max_seq_length=cfg.max_seq_length,
+                        adapter_file=str(output_dir / "checkpoints" / "mlx_adapters.safetensors"),
                         grad_checkpoint=cfg.gradient_checkpointing, grad_accumulation_steps=g)
-    every, eval_every = max(1, cfg.logging_steps), cfg.eval_steps or per_epoch
+    every = max(1, cfg.logging_steps)
     history: list[dict] = []
     evals: list[dict] = []
     window: list[float] = []
@@ -279,25 +290,26 @@ def train(model, rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.Pa
         def on_train_loss_report(self, info):
             step = info["iteration"] // g
             window.append(float(info["train_loss"]))
-            if val is not None and (step % eval_every == 0 or step == steps):
+            if step % every == 0 or step in (1, steps):
+                mean = sum(window) / len(window)
+                window.clear()
+                history.append({"step": step, "epoch": epoch(step), "loss": round(mean, 5),
+                                "learning_rate": float(info["learning_rate"])})
+                spent = time.time() - t0
+                log.info("step %d/%d (epoch %.1f) loss %.4f | %.0f s elapsed, ~%.0f s left", step,
+                         steps, epoch(step), mean, spent, spent / step * (steps - step))
+                if on_log is not None:
+                    on_log(history)
+                if watch.update(step, mean) is not None:
+                    raise _Diverged
+            due = step % cfg.eval_steps == 0 if cfg.eval_steps else ends_epoch(step)
+            if val is not None and (due or step == steps):
                 value = evaluate(model, val, batch_size=cfg.batch_size, num_batches=-1,
                                  loss=loss, iterate_batches=iterate_batches)
                 model.train()
-                evals.append({"step": step, "epoch": round(step / per_epoch, 3),
-                              "eval_loss": round(float(value), 5)})
-            if step % every and step not in (1, steps):
-                return
-            mean = sum(window) / len(window)
-            window.clear()
-            history.append({"step": step, "epoch": round(step / per_epoch, 3),
-                            "loss": round(mean, 5), "learning_rate": float(info["learning_rate"])})
-            spent = time.time() - t0
-            log.info("step %d/%d (epoch %.1f) loss %.4f | %.0f s elapsed, ~%.0f s left", step,
-                     steps, step / per_epoch, mean, spent, spent / max(step, 1) * (steps - step))
-            if on_log is not None:
-                on_log(history)
-            if watch.update(step, mean) is not None:
-                raise _Diverged
+                evals.append({"step": step, "epoch": epoch(step), "eval_loss": round(float(value), 5)})
+            if ends_epoch(step):
+                _checkpoint(model, output_dir, step, epoch(step), history, evals, cfg, base)
 
     log.info("Training on MLX (%s): %d steps, %d epoch(s)", mx.default_device(), steps,
              math.ceil(cfg.epochs))
@@ -325,6 +337,22 @@ def train(model, rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.Pa
                        stopped_early=watch.event is not None)
 
 
+def _checkpoint(model, output_dir: Path, step: int, epoch: float, history, evals,
+                cfg: TrainConfig, base: str) -> None:
+    """The adapter at ``step`` as a PEFT checkpoint folder; older ones beyond ``keep_checkpoints``
+    removed."""
+    folder = output_dir / "checkpoints" / f"checkpoint-{step}"
+    convert.save_peft_adapter(model, folder, base=base, r=cfg.lora_r, alpha=cfg.lora_alpha,
+                              dropout=cfg.lora_dropout, target_modules=cfg.target_modules)
+    write_json(folder / "trainer_state.json", {"epoch": round(epoch, 4), "global_step": step,
+                                               "log_history": [*history, *evals], "backend": "mlx"})
+    if cfg.keep_checkpoints:
+        found = sorted((p for p in folder.parent.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                       key=lambda p: int(p.name.split("-")[-1]))
+        for old in found[:-cfg.keep_checkpoints]:
+            shutil.rmtree(old)
+
+
 def train_folder(folder: str | os.PathLike, rows: Sequence[dict], cfg: TrainConfig,
                  output_dir: str | os.PathLike, *, tokenizer=None,
                  eval_rows: Sequence[dict] | None = None, fused: bool = False,
@@ -338,7 +366,8 @@ def train_folder(folder: str | os.PathLike, rows: Sequence[dict], cfg: TrainConf
     model, _ = convert.load_mlx_model(folder)
     add_lora(model, cfg)
     pad = getattr(tokenizer, "pad_token_id", None) or 0
-    result = train(model, rows, cfg, output_dir, eval_rows=eval_rows, pad_id=pad, on_log=on_log)
+    result = train(model, rows, cfg, output_dir, eval_rows=eval_rows, pad_id=pad, base=str(folder),
+                   on_log=on_log)
     convert.save_peft_adapter(model, result.adapter_dir, base=str(folder), r=cfg.lora_r,
                               alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                               target_modules=cfg.target_modules, tokenizer=tokenizer)

@@ -136,6 +136,13 @@ def test_training_lowers_the_loss_and_the_adapter_reloads_in_peft(random_standin
     assert [h["step"] for h in result.loss_history] == [1, 2, 3, 4, 5, 6]
     assert [e["step"] for e in result.eval_history] == [2, 4, 6]
     assert result.trained_tokens == 4 * sum(sum(x != -100 for x in r["labels"]) for r in rows)
+    # a PEFT checkpoint at each epoch's end (3 batches an epoch, 2 a step: after steps 2, 3, 5,
+    # 6), the newest keep_checkpoints (3) kept, each with its epoch (batches seen / 3)
+    from helpers.evaluation.checkpoints import list_checkpoints
+    found = list_checkpoints(tmp_path)
+    assert [(c.step, c.epoch) for c in found] == [(3, 2.0), (5, 3.333), (6, 4.0)]
+    assert sorted(p.name for p in found[-1].path.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "trainer_state.json"]
     # the adapter is PEFT's format: keys, shapes, config
     config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
     assert config["r"] == cfg.lora_r and config["lora_alpha"] == cfg.lora_alpha
