@@ -46,11 +46,15 @@ def mlx_available() -> bool:
 
 def local_folder(source: str | os.PathLike) -> Path:
     """The folder holding ``source``: a folder as it is, a hub id from the Hugging Face cache
-    (downloaded there first when missing). For readers of the files themselves (MLX)."""
+    (downloaded there first when missing): config, weights and tokenizer files only (the hub's
+    openai/gpt-oss-20b also holds ~26 GB of original/ and metal/ weights). For readers of the
+    files themselves (MLX)."""
     if Path(source).is_dir():
         return Path(source)
     from huggingface_hub import snapshot_download
-    return Path(snapshot_download(str(source)))
+    # fnmatch's * crosses "/": "model*.safetensors" keeps original/model.safetensors out
+    return Path(snapshot_download(str(source), allow_patterns=["*.json", "model*.safetensors",
+                                                               "*.jinja", "*.txt", "tokenizer*"]))
 
 
 def import_unsloth_first(backend: str = "auto") -> bool:

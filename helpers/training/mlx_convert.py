@@ -7,6 +7,9 @@ transformers 5 (measured on the stand-ins, ``tests/training/test_mlx_backend.py`
 - its ``qwen2`` model reads ``rope_theta`` only at the top level of config.json, where
   transformers 5 no longer writes it (it is under ``rope_parameters``), and silently uses 1e6;
   the theta and any rope scaling are taken from ``rope_parameters`` here;
+- GPT-OSS as OpenAI publishes it (openai/gpt-oss-20b: MXFP4 experts, ``*_blocks``/``*_scales``,
+  output first) is mlx-lm's own layout and loads as it is, quantized (checked on an MXFP4 copy of
+  the stand-in made here: the same logits as transformers' dequantized model);
 - GPT-OSS experts saved by transformers are ``gate_up_proj`` [experts, hidden, 2 x inter]
   (gate and up interleaved, input first) and ``down_proj`` [experts, inter, hidden]; mlx-lm's
   ``sanitize`` expects OpenAI's original layout (output first, or MXFP4 blocks) and would load
@@ -47,8 +50,9 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 def rope_overrides(config: dict[str, Any]) -> dict[str, Any]:
     """The config entries mlx-lm needs at the top level: ``rope_theta`` (and ``rope_scaling``
-    for a scaled rope) from transformers 5's ``rope_parameters``; {} when the config has none."""
-    params = config.get("rope_parameters") or {}
+    for a scaled rope) from transformers 5's ``rope_parameters``, or from the older top-level
+    ``rope_theta``/``rope_scaling`` (the hub's openai/gpt-oss-20b config.json)."""
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
     out: dict[str, Any] = {}
     theta = params.get("rope_theta", config.get("rope_theta"))
     if theta is not None:
@@ -148,11 +152,12 @@ def load_mlx_model(folder: str | Path):
             f"backend='mlx' does not support model_type={kind!r} (from {folder}/config.json): "
             f"the MLX conversion is verified for {', '.join(SUPPORTED)} only. Use "
             "backend='transformers' for this model.")
-    if config.get("quantization_config"):
+    method = (config.get("quantization_config") or {}).get("quant_method")
+    if method and not (kind == "gpt_oss" and method == "mxfp4"):
         raise ValueError(
-            f"backend='mlx' loads unquantized Hugging Face folders; {folder} is quantized "
-            f"({config['quantization_config'].get('quant_method')}). Use the model's 16-bit "
-            "checkpoint, or backend='transformers'.")
+            f"backend='mlx' loads unquantized Hugging Face folders (and GPT-OSS's own MXFP4 "
+            f"checkpoint); {folder} is quantized ({method}). Use the model's 16-bit checkpoint, "
+            "or backend='transformers'.")
     overrides = rope_overrides(config)
     model, loaded = load_model(folder, model_config=overrides, get_model_classes=_model_classes)
     _fix_yarn(model, {**config, **overrides})

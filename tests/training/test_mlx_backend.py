@@ -162,6 +162,59 @@ def test_training_lowers_the_loss_and_the_adapter_reloads_in_peft(random_standin
     assert np.abs(_torch_logits(_torch_model(tmp_path / "fused"), ids) - mine).max() < ATOL
 
 
+def _mxfp4_copy(src, dst):
+    """The GPT-OSS stand-in as OpenAI publishes gpt-oss-20b: experts in MXFP4 (``*_blocks`` uint8
+    [experts, out, in/32, 16] and ``*_scales``, output first), the rest unquantized."""
+    import mlx.core as mx
+    shutil.copytree(src, dst)
+    out = {}
+    for key, value in mx.load(str(src / "model.safetensors")).items():
+        if key.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            packed, scales = mx.quantize(value.swapaxes(-1, -2), group_size=32, bits=4, mode="mxfp4")[:2]
+            out[key + "_blocks"] = packed.view(mx.uint8).reshape(*packed.shape[:2], -1, 16)
+            out[key + "_scales"] = scales
+        else:
+            out[key] = value
+    mx.save_safetensors(str(dst / "model.safetensors"), out, metadata={"format": "pt"})
+    config = json.loads((dst / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
+        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+@needs_mlx
+def test_gpt_oss_mxfp4_checkpoint_loads_trains_and_reloads_in_peft(random_standin, tokenizer_for,
+                                                                   tmp_path):
+    """openai/gpt-oss-20b's own layout (MXFP4 experts): MLX gives the logits of transformers'
+    dequantized model (the same quantized weights; quantizing moved them by far more than the
+    tolerance), and its attention adapter loads onto that model with equal outputs."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, Mxfp4Config
+
+    from helpers.training import mlx_backend, mlx_convert
+    folder = _mxfp4_copy(random_standin("gpt-oss"), tmp_path / "gpt-oss-mxfp4")
+
+    def dequantized():
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32,
+                                                    quantization_config=Mxfp4Config(dequantize=True)).eval()
+    ref = _torch_logits(dequantized(), _ids())
+    original = _torch_logits(_torch_model(random_standin("gpt-oss")), _ids())
+    assert np.abs(ref - original).max() > 100 * ATOL
+    model, _ = mlx_convert.load_mlx_model(folder)
+    assert np.abs(_mlx_logits(model, _ids()) - ref).max() < ATOL
+    choice = models.choose(str(random_standin("gpt-oss")))
+    cfg = resolve_config(choice.profile, backend="mlx", epochs=1, batch_size=2, grad_accum=1,
+                         learning_rate=1e-2, logging_steps=1, max_seq_length=256)
+    result, model = mlx_backend.train_folder(folder, _rows(folder, tokenizer_for("gpt-oss")), cfg,
+                                             tmp_path / "run")
+    peft = PeftModel.from_pretrained(dequantized(), str(result.adapter_dir)).eval()
+    mine = _mlx_logits(model, _ids())
+    assert np.abs(mine - ref).max() > 100 * ATOL
+    assert np.abs(_torch_logits(peft, _ids()) - mine).max() < ATOL
+
+
 @needs_mlx
 def test_rope_theta_comes_from_rope_parameters(random_standin, tmp_path):
     """mlx-lm's qwen2 reads rope_theta only at the top of config.json and otherwise uses 1e6;
