@@ -164,7 +164,8 @@ def test_training_lowers_the_loss_and_the_adapter_reloads_in_peft(random_standin
 
 def _mxfp4_copy(src, dst):
     """The GPT-OSS stand-in as OpenAI publishes gpt-oss-20b: experts in MXFP4 (``*_blocks`` uint8
-    [experts, out, in/32, 16] and ``*_scales``, output first), the rest unquantized."""
+    [experts, out, in/32, 16] and ``*_scales``, output first), the rest unquantized, the rope
+    as top-level ``rope_theta`` and ``rope_scaling`` (YaRN, truncate false)."""
     import mlx.core as mx
     shutil.copytree(src, dst)
     out = {}
@@ -177,6 +178,8 @@ def _mxfp4_copy(src, dst):
             out[key] = value
     mx.save_safetensors(str(dst / "model.safetensors"), out, metadata={"format": "pt"})
     config = json.loads((dst / "config.json").read_text())
+    rope = config.pop("rope_parameters")  # the hub's config.json: the older top-level keys
+    config["rope_theta"], config["rope_scaling"] = rope.pop("rope_theta"), rope
     config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": [
         "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"]}
     (dst / "config.json").write_text(json.dumps(config))
