@@ -30,6 +30,10 @@ OPENAI_PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
     "gpt-5": (1.25, 10.00),
 }
 BATCH_DISCOUNT = 0.5             # the Message Batches API bills half the list price
+# The OpenAI Batch API bills half the list price too, input and output tokens alike (OpenAI's
+# batch guide, https://platform.openai.com/docs/guides/batch; the figure as quoted by
+# https://apidog.com/blog/openai-batch-api/, read 2026-12-02, not re-checked at OpenAI from here).
+OPENAI_BATCH_DISCOUNT = 0.5
 PROMPT_OVERHEAD_TOKENS = 12      # message framing the API adds to the text we send
 
 
@@ -65,4 +69,9 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int, *, batch: bool =
     if price is None:
         return None
     usd = (input_tokens * price[0] + output_tokens * price[1]) / 1e6
-    return usd * (BATCH_DISCOUNT if batch else 1.0)
+    return usd * (batch_discount(provider) if batch else 1.0)
+
+
+def batch_discount(provider: str = "anthropic") -> float:
+    """What a batch costs as a share of the list price, per provider."""
+    return OPENAI_BATCH_DISCOUNT if provider == "openai" else BATCH_DISCOUNT

@@ -30,6 +30,7 @@ from helpers.claude.client import (
     client_for,  # noqa: F401  (client_for: old qa_api name)
     redact,
 )
+from helpers.claude.pricing import BATCH_DISCOUNT
 from helpers.claude.providers import Provider
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Ledger:
         if self.price is None:
             return 0.0
         usd = (input_tokens * self.price[0] + output_tokens * self.price[1]) / 1e6
-        return usd * (0.5 if self.batch else 1.0)
+        return usd * (BATCH_DISCOUNT if self.batch else 1.0)
 
     def spent(self) -> float:
         return self.usd(self.input_tokens, self.output_tokens)
@@ -216,13 +217,15 @@ class Run:
 
     def call(self, fn: Callable[[], Any], what: str) -> Any:
         """An SDK call (batches) with the same retries; None when the run is stopping."""
-        import anthropic
         attempt = 0
         provider = getattr(self.client, "provider", Provider())
         while not self.stop.is_set():
             try:
                 return fn()
-            except (anthropic.APIStatusError, anthropic.APIConnectionError) as e:
+            except Exception as e:  # noqa: BLE001  (either SDK's status/connection errors)
+                if not {c.__name__ for c in type(e).__mro__} & {"APIStatusError",
+                                                                "APIConnectionError"}:
+                    raise
                 f = sdk_failure(e, provider)
                 text = redact(f.text, self.client)
                 if f.cause == "fatal":

@@ -1,6 +1,7 @@
 """The API source of questions (Anthropic, or an OpenAI-compatible server): each passage becomes
 a request task for the engine in ``helpers.claude.requests`` (many in flight, our retries, the
-budget), or, on Anthropic, goes out in Message Batches (half price) that a rerun resumes polling instead of submitting again."""
+budget), or goes out in batches (Anthropic's Message Batches, the OpenAI Batch API: half price)
+that a rerun resumes polling instead of submitting again."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections import Counter
 from helpers.books.passage import Passage
 from helpers.claude.cache import QACache, read_sidecar, write_sidecar
 from helpers.claude.client import MalformedReply
-from helpers.claude.requests import RETRYABLE_BATCH_ERRORS, Ledger, Run, Settings, Task, reply_text, run_tasks
+from helpers.claude.requests import Ledger, Run, Settings, Task, run_tasks
 from helpers.core.clock import now
 from helpers.questions.job import Job, QAResult
 from helpers.questions.prompts import parse_questions, request_tokens
@@ -33,13 +34,15 @@ def run_concurrent(job: Job, pending: list[Passage], cache: QACache, client, led
     run_tasks([qa_task(job, p) for p in pending], cache, client, ledger, settings, result, bar)
 
 
-# -- the Message Batches API ------------------------------------------------------------------
+# -- batches: Anthropic's Message Batches, the OpenAI Batch API ------------------------------
 
 def run_batch(job: Job, pending: list[Passage], cache: QACache, client, ledger: Ledger,
               settings: Settings, result: QAResult, bar) -> None:
-    """Submits the passages as Message Batches (custom_id = passage sha256), polls until they
-    end and saves each result. Submitted batches are listed in ``<cache>.batches.json`` (with
-    their passages), so a rerun resumes polling them instead of submitting again."""
+    """Submits the passages in batches (custom_id = passage sha256) through ``client``, a
+    ``helpers.claude.batch_api`` interface (Anthropic's Message Batches or the OpenAI Batch
+    API), polls until they end and saves each result. Submitted batches are listed in
+    ``<cache>.batches.json`` (with their passages), so a rerun resumes polling them instead of
+    submitting again."""
     run = Run(client, cache, ledger, settings, result, bar)
     side = read_sidecar(cache.path)
     ours = [b for b in side["batches"] if b.get("status") != "collected"
@@ -57,18 +60,20 @@ def run_batch(job: Job, pending: list[Passage], cache: QACache, client, ledger: 
             take = [p for p in to_submit if ledger.reserve(request_tokens(p, job.n))]
             reserved.update(p.sha256 for p in take)
             if take:
-                created = run.call(lambda: client.messages.batches.create(requests=[
-                    {"custom_id": p.sha256, "params": job.params(p)} for p in take]),
-                    "submitting a message batch")
+                created = run.call(lambda: client.submit(
+                    [(p.sha256, job.params(p), job.schema()) for p in take]),
+                    f"submitting a batch ({client.name})")
                 if created is None:
                     break
-                entry = {"id": created.id, "model": job.model, "prompt_version": job.prompt_version,
-                         "n": job.n, "created": now(), "status": "in_progress",
+                entry = {**created, "api": client.name, "model": job.model,
+                         "prompt_version": job.prompt_version, "n": job.n, "created": now(),
+                         "status": "in_progress",
                          "passages": {p.sha256: p.to_dict() for p in take}}
                 side["batches"].append(entry)
                 write_sidecar(cache.path, side)
                 ours.append(entry)
-                log.info("submitted batch %s (%d passages)", created.id, len(take))
+                log.info("submitted batch %s (%d passages, %s)", entry["id"], len(take),
+                         client.name)
             to_submit = []
         if not ours:
             break
@@ -77,11 +82,10 @@ def run_batch(job: Job, pending: list[Passage], cache: QACache, client, ledger: 
             break
         retry: list[Passage] = []
         for b in list(ours):
-            batch = run.call(lambda: client.messages.batches.retrieve(b["id"]),
-                             f"polling batch {b['id']}")
-            if batch is None:
+            ended = run.call(lambda: client.ended(b), f"polling batch {b['id']}")
+            if ended is None:
                 return
-            if batch.processing_status != "ended":
+            if not ended:
                 continue
             retry += _collect(run, job, cache, b, wanted, attempts, reserved)
             b["status"] = "collected"
@@ -98,8 +102,7 @@ def _collect(run: Run, job: Job, cache: QACache, b: dict, wanted: set[str],
              attempts: Counter, reserved: set[str]) -> list[Passage]:
     """Saves the results of an ended batch; returns the passages to submit again."""
     retry = []
-    items = run.call(lambda: run.client.messages.batches.results(b["id"]),
-                     f"reading the results of batch {b['id']}")
+    items = run.call(lambda: run.client.results(b), f"reading the results of batch {b['id']}")
     for item in items or []:
         d = b["passages"].get(item.custom_id)
         if d is None:
@@ -107,14 +110,13 @@ def _collect(run: Run, job: Job, cache: QACache, b: dict, wanted: set[str],
         p = Passage.from_dict(d)
         est = request_tokens(p, job.n) if p.sha256 in reserved else None
         reserved.discard(p.sha256)
-        r = item.result
         task = qa_task(job, p)
-        if r.type == "succeeded":
-            usage = run.ledger.settle(r.message.usage, est)
+        if item.ok:
+            usage = run.ledger.settle(item.usage, est)
             if job.key(p) in cache:
                 continue                 # saved by an earlier collection of this batch
             try:
-                qs = parse_questions(reply_text(r.message), job.n)
+                qs = parse_questions(item.text, job.n)
             except MalformedReply as e:
                 attempts[p.sha256] += 1
                 run.note("malformed")
@@ -130,12 +132,13 @@ def _collect(run: Run, job: Job, cache: QACache, b: dict, wanted: set[str],
             continue
         run.ledger.release(est)
         run.ledger.count_request()
-        err = getattr(getattr(getattr(r, "error", None), "error", None), "type", None) or r.type
-        run.note(str(err))
+        run.note(item.error)
+        if item.error == "schema":       # asked again without the schema, as live requests are
+            retry.append(p)
+            continue
         attempts[p.sha256] += 1
-        if (err in RETRYABLE_BATCH_ERRORS or r.type in ("expired", "canceled")) \
-                and attempts[p.sha256] < run.settings.max_attempts:
+        if item.retryable and attempts[p.sha256] < run.settings.max_attempts:
             retry.append(p)
         elif p.sha256 in wanted:
-            run.fail(task, f"batch result {r.type} ({err}) after {attempts[p.sha256]} attempts")
+            run.fail(task, f"{item.message} after {attempts[p.sha256]} attempts")
     return retry

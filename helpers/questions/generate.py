@@ -14,7 +14,8 @@ what it already has and never loses what it was given:
   ``budget_usd`` stops a run cleanly: no new requests, the ones in flight finish and are saved.
 
 Sources (``source=``, chosen explicitly; records carry it): ``"anthropic"`` (an API model: the
-Anthropic Messages API, or the Message Batches API with ``batch=True``; with
+Anthropic Messages API, or the Message Batches API with ``batch=True`` (the OpenAI Batch API
+with ``provider="openai"``); with
 ``provider="openai"`` and ``base_url`` any OpenAI-compatible server instead, whose records say
 ``source="openai"`` and whose cache keys name the server), ``"local"`` (a transformers model and tokenizer
 you pass, falling back per passage to the rule generator when its reply is not a usable JSON
@@ -46,6 +47,7 @@ from typing import Collection, Iterable
 from helpers.books.passage import Passage, text_sha256
 from helpers.books.pdf import load_passages
 from helpers.claude.backends import backend_for
+from helpers.claude.batch_api import batches_for
 from helpers.claude.cache import QACache
 from helpers.claude.client import DEFAULT_MODEL, NO_KEY_MESSAGE, MalformedReply, QAConfigError, QAError, client_for  # noqa: F401
 from helpers.claude.pricing import BATCH_DISCOUNT, PRICES_USD_PER_MTOK, PROMPT_OVERHEAD_TOKENS, cost_usd, prices_for  # noqa: F401
@@ -166,7 +168,9 @@ def generate_questions(
     OPENAI_API_KEY (environment or ``.env``; any string for a local server), or the
     ``openai.OpenAI`` passed as ``client``; replies are asked for by JSON schema where the
     server takes one. ``batch=True`` uses the Message
-    Batches API (half price, results within 24 h); ``batch_wait=False`` submits and returns,
+    Batches API, or with ``provider="openai"`` the OpenAI Batch API (both half price, results
+    within 24 h; a server without ``/files`` and ``/batches``, such as a local Ollama, vLLM or
+    LM Studio, is an error naming ``batch``); ``batch_wait=False`` submits and returns,
     and a later call collects. ``budget_usd`` stops before the spend (from the replies' usage
     plus estimates of the requests in flight) would pass it.
     """
@@ -183,9 +187,6 @@ def generate_questions(
     prov = choose(provider, base_url)
     if source == "anthropic":
         model = model_for(prov, model)
-    if batch and prov.openai:
-        raise QAConfigError("batch=True needs provider='anthropic': the OpenAI Batch API is not "
-                            "supported here. Leave batch off (requests run concurrently).")
     if source == "local" and (not isinstance(local_model, (tuple, list))
                               or len(local_model) not in (2, 3)):
         raise QAConfigError("source='local' needs local_model=(model, tokenizer) (or "
@@ -213,7 +214,8 @@ def generate_questions(
                  result.reused, cache_path, len(pending), source)
         api = None
         if pending and source in PROVIDERS:      # no key: a clear error, nothing spent
-            api = client_for(client, timeout_s) if batch else backend_for(client, prov, timeout_s)
+            api = (batches_for(client, prov, timeout_s) if batch
+                   else backend_for(client, prov, timeout_s))
         bar = progress_bar(len(pending), progress and bool(pending), f"questions ({source})")
         try:
             if pending and source == "rule":
@@ -301,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None,
                     help=f"the model that asks (default {DEFAULT_MODEL} on Anthropic; needed "
                          f"with --provider openai)")
-    ap.add_argument("--batch", action="store_true", help="Message Batches API (half price)")
+    ap.add_argument("--batch", action="store_true", help="Message Batches API, or the OpenAI Batch API with --provider openai "
+                         "(half price, results within 24 h)")
     ap.add_argument("--budget-usd", type=float, default=None)
     ap.add_argument("--source", choices=SOURCES, default="anthropic")
     ap.add_argument("--provider", choices=PROVIDERS, default="anthropic",
