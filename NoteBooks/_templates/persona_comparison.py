@@ -39,6 +39,8 @@ decoding: str = "greedy"  # greedy, or sampled with each family's recommended se
 max_new_tokens: int = None  # answer length cap in tokens (None: the family's default)
 trained_questions: int = 4  # also ask this many V2 training questions verbatim (trained phrasing); only the phrasing table uses them
 retention: bool = True  # also ask general questions whose answers should not change
+recitation_passages: int = 50  # training passages per variant given their first 32 words to see if the model recites the rest (0: skip; 8 at most on a stand-in)
+out_of_scope: bool = True  # also ask questions the persona cannot answer (after the author's time, about the model, topics absent from the books)
 knowledge_questions: int = 20  # closed-book fact questions from trained chapters, and as many from held-out ones (0: skip the knowledge check)
 knowledge_source: str = None  # rule, local or anthropic for those questions (None: rule in smoke mode, else the persona's qa_source)
 judge: bool = False  # ask a model which answer sounds more like the persona (blind, both orders; needs the judge_provider's key)
@@ -61,6 +63,7 @@ from helpers.notebooks import setup as notebook
 from helpers.data import persona as personas
 from helpers.evaluation import judge as llm_judge
 from helpers.evaluation import phrasing
+from helpers.evaluation import audits, robustness
 from helpers.evaluation import knowledge_run, knowledge_judge
 
 notebook.setup()
@@ -90,10 +93,10 @@ notebook.table([{"prompt": p} for p in persona.comparison_prompts])
 # %%
 chosen = compare.variants(persona, list(variants) + list(runs), smoke=smoke)
 settings = compare.Settings(system_prompt=system_prompt, decoding=decoding,
-                            max_new_tokens=max_new_tokens, retention=retention)
+                            max_new_tokens=max_new_tokens, retention=retention, recitation=recitation_passages)
 result = compare.run(chosen, prompts=persona.comparison_prompts, persona_prompt=persona.system_prompt,
                      texts=texts, settings=settings, cache_dir=notebook.path(cache_dir), on_event=print,
-                     trained_prompts=trained)
+                     trained_prompts=trained, probes=robustness.default_probes(persona.name) if out_of_scope else ())
 result.variants_table()
 
 # %% [markdown]
@@ -102,7 +105,8 @@ result.variants_table()
 # author (lower is closer); `longest_copy_share` and `ngram_overlap` measure copying from the
 # training passages (lower: written, not recited); `empty_rate` counts answers with no text.
 # Perplexity is per token, and the families' tokenizers differ: compare it within a family only.
-# Bits per byte does not depend on the tokenizer and compares across families.
+# Bits per byte does not depend on the tokenizer and compares across families. The `recitation_*`
+# and `robust_*` columns are explained in their own sections below.
 
 # %%
 summary = result.summary()
@@ -140,6 +144,23 @@ compare_plots.radar(summary, ["tfidf", "delta", "type_token_ratio", "ngram_overl
 phrasing.comparison_split(result, v2_prompts)
 
 # %% [markdown]
+# ## Recitation
+# Each variant gets the first 32 words of up to `recitation_passages` passages from its own
+# training set (a fixed sample), inside the conversation that passage was trained in, and
+# continues greedily. `recitation_share_verbatim` is the share of those passages it continues
+# word for word for at least 50 words (95% Wilson interval); `recitation_longest_run` is the
+# longest word-for-word run in words (64 at most). Beside them, the copying score of the answers
+# above (`longest_copy_share`, `ngram_overlap`): a model can copy little when asked questions yet
+# recite when prompted with the text itself. A base model never trained on the passages gives the
+# floor. A run's figures also go into its data card (`data_card.json` in the run folder).
+
+# %%
+audits.plot(summary)
+
+# %%
+audits.examples(result)
+
+# %% [markdown]
 # ## Answers
 # Length per prompt (empty answers marked), the author's keywords in each variant's answers,
 # and the answers themselves.
@@ -163,6 +184,24 @@ result.answers_table()
 
 # %%
 result.retention()
+
+# %% [markdown]
+# ## Out-of-scope questions
+# Questions the persona cannot answer, in three categories: events after the author's time,
+# questions about the model itself, and topics the books never touch (`helpers/data/outofscope.py`,
+# with the persona's name filled in). Each answer is scored by rules, one sentence per metric
+# printed below: whether it stays in voice, whether it declines to invent, whether it brings in
+# numbers or names found in neither the question nor the books, and its Burrows' Delta to the author.
+
+# %%
+print(robustness.explain())
+robustness.table(result)
+
+# %%
+robustness.plot(summary)
+
+# %%
+robustness.answers_table(result)
 
 # %% [markdown]
 # ## Knowledge or voice?

@@ -40,6 +40,7 @@ words: int = None  # passage length in words (None: persona.toml's)
 overlap: int = None  # words shared by consecutive passages (None: persona.toml's)
 min_words: int = None  # shorter passages are dropped (None: persona.toml's)
 heldout_fraction: float = None  # share of passages held out as whole chapters (None: persona.toml's)
+refusal_examples: int = None  # add this many out-of-scope questions answered in a fixed refusal style to V2 (None: persona.toml's, default 0)
 model: str = "qwen3-14b"  # the model whose tokenizer measures lengths (and that asks when qa_source is local)
 smoke: bool = None  # True: stand-in tokenizer/model; None: read FINETUNING_SMOKE
 output_dir: str = None  # folder for the cache and training sets (None: qa_dataset/<Persona>)
@@ -59,7 +60,7 @@ notebook.setup()
 persona = personas.load(persona_dir, books=books, qa_source=qa_source, qa_model=qa_model,
                         questions_per_passage=questions_per_passage, budget_usd=budget_usd,
                         concurrency=concurrency, words=words, overlap=overlap, min_words=min_words,
-                        heldout_fraction=heldout_fraction, smoke=smoke)
+                        heldout_fraction=heldout_fraction, refusal_examples=refusal_examples, smoke=smoke)
 if persona.substitutions:
     print(persona.substitution_note())
 out_folder = notebook.path(output_dir) or persona.dataset_dir
@@ -144,7 +145,7 @@ dataprep.qa_pairs_table(result.records)
 # ## Training sets
 
 # %%
-sets = dataprep.write_sets(persona, split, result.records, out_folder)
+sets = dataprep.write_sets(persona, split, result.records, out_folder, books=folder)  # books: their sha256 in dataprep.json
 sets.table()
 
 # %% [markdown]

@@ -120,6 +120,17 @@ def explain() -> str:
     return "\n".join(f"{k}: {v}." for k, v in {**RECITATION_EXPLAINED, **robustness.EXPLAINED}.items())
 
 
+def plot(summary):
+    """The recitation figures beside the copying score, a panel each; a sentence instead when no
+    variant was audited."""
+    from helpers.evaluation.summary_plots import grouped_bars
+    shown = set(summary["metric"])
+    if "recitation_share_verbatim" not in shown:
+        return "no recitation audit (recitation_passages=0, or no training file to audit)"
+    return grouped_bars(summary, [m for m in ("recitation_share_verbatim", "recitation_longest_run",
+                                              "longest_copy_share", "ngram_overlap") if m in shown])
+
+
 def examples(comparison, n: int = 2):
     """The longest recitations per variant: prefix, the passage's next words, the model's."""
     import pandas as pd

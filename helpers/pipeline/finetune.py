@@ -325,9 +325,8 @@ class FineTuneRun:
                                             settings=checkpoint_eval.EvalSettings(**settings))
 
     def finish(self) -> dict[str, Any]:
-        """Close run.json and write the data card (:mod:`helpers.training.datacard`) beside it."""
         rec = self.record.finish()
-        if not isinstance(self.record, _ReplicaRecord):  # the main process writes the card
+        if not isinstance(self.record, _ReplicaRecord):  # the main process writes the data card
             datacard.write(self.output_dir, rec)
         return rec
 
