@@ -42,6 +42,7 @@ from typing import Any, Callable, Sequence
 
 from helpers import models
 from helpers.runtime import loading
+from helpers.runtime.distributed import DistributedError, world_size
 from helpers.training import divergence, masks, trl_compat
 from helpers.training import trainer as sft
 from helpers.training.config import TrainConfig
@@ -293,6 +294,10 @@ def train_dpo(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_d
     from datasets import Dataset
     from transformers import TrainerCallback
 
+    if world_size() > 1:   # not built for it: every process would write the adapter, none was checked
+        raise DistributedError(
+            f"DPO was started in a run of {world_size()} processes, but the preference stage runs in "
+            "one process only. Run the DPO notebook or PreferenceRun without accelerate launch.")
     settings = settings or DPOSettings()
     backend = getattr(model, "_finetuning_backend", "transformers")
     DPOConfig, Trainer = trainer_classes(backend)

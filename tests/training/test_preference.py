@@ -106,6 +106,14 @@ def test_unsloth_dpo_without_cuda_says_what_to_use(monkeypatch):
         dpo.require_backend("unsloth")
 
 
+def test_dpo_refuses_several_processes(monkeypatch, tmp_path):
+    from helpers.runtime.distributed import DistributedError
+    from helpers.training.config import TrainConfig
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DistributedError, match="without accelerate launch"):
+        dpo.train_dpo(None, None, [], TrainConfig(), tmp_path)
+
+
 def test_the_transformers_path_never_imports_unsloth():
     code = ("import sys; from helpers.training import preference as p; p.trainer_classes('transformers'); "
             "assert 'unsloth' not in sys.modules, 'unsloth imported'; print('ok')")
