@@ -320,6 +320,8 @@ def train(model, rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.Pa
                       iterate_batches=iterate_batches, training_callback=Record())
     except _Diverged:
         log.error("%s", divergence.advice(watch.event, cfg.learning_rate))
+    finally:  # mlx-lm's own save at the end: its format, not PEFT; the checkpoints are ours
+        Path(args.adapter_file).unlink(missing_ok=True)
     seconds = time.time() - t0
     model.eval()
     done = history[-1]["step"] if history else 0

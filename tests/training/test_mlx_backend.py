@@ -141,6 +141,7 @@ def test_training_lowers_the_loss_and_the_adapter_reloads_in_peft(random_standin
     from helpers.evaluation.checkpoints import list_checkpoints
     found = list_checkpoints(tmp_path)
     assert [(c.step, c.epoch) for c in found] == [(3, 2.0), (5, 3.333), (6, 4.0)]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [f"checkpoint-{c.step}" for c in found]
     assert sorted(p.name for p in found[-1].path.iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "trainer_state.json"]
     # the adapter is PEFT's format: keys, shapes, config
