@@ -216,8 +216,9 @@ def save_fused(model, folder: str | Path, *, base: str | Path) -> Path:
     """The base model in ``base`` with the LoRA update merged in (W + scale * B A), written as a
     Hugging Face folder: the base's config, tokenizer and tensor names, only the wrapped
     linears' weights changed (so GPT-OSS keeps its transformers layout)."""
+    import mlx.core as mx
     import numpy as np
-    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
     base, folder = Path(base), Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     deltas = {}
@@ -225,16 +226,23 @@ def save_fused(model, folder: str | Path, *, base: str | Path) -> Path:
         a, b = np.array(layer.lora_a, dtype=np.float32), np.array(layer.lora_b, dtype=np.float32)
         deltas[f"{name}.weight"] = float(layer.scale) * (b.T @ a.T)     # [out, in]
     files = sorted(base.glob("model*.safetensors"))
+    shapes = {}
     for file in files:
-        tensors = load_file(str(file))
+        with safe_open(str(file), "np") as f:
+            shapes.update({key: tuple(f.get_slice(key).get_shape()) for key in f.keys()})
+    wrong = sorted(k for k, d in deltas.items() if shapes.get(k) != d.shape)
+    if wrong:
+        raise ValueError(f"The adapter's layers {wrong[:3]} do not match a weight of {base} (missing "
+                         "or another shape): fuse onto the model it was trained on.")
+    for file in files:  # through mlx: numpy has no bfloat16, the dtype of real checkpoints
+        tensors = mx.load(str(file))
         for key in list(tensors):
             if key in deltas:
-                tensors[key] = (tensors[key].astype(np.float32) + deltas.pop(key)).astype(tensors[key].dtype)
-        tmp = folder / (file.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+                weight = tensors[key]
+                tensors[key] = (weight.astype(mx.float32) + mx.array(deltas[key])).astype(weight.dtype)
+        tmp = folder / (file.stem + ".tmp.safetensors")
+        mx.save_safetensors(str(tmp), tensors, metadata={"format": "pt"})
         tmp.replace(folder / file.name)
-    if deltas:
-        raise ValueError(f"LoRA layers with no matching weight in {base}: {sorted(deltas)[:3]}")
     for name in ("config.json", "model.safetensors.index.json", *TOKENIZER_FILES):
         if (base / name).is_file():
             shutil.copyfile(base / name, folder / name)

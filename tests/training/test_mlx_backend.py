@@ -287,6 +287,14 @@ def test_backend_mlx_without_mlx_names_the_install(monkeypatch):
         loading.select_backend("mlx")
 
 
+def test_backend_mlx_in_several_processes_is_refused(monkeypatch):
+    from helpers.runtime.distributed import DistributedError
+    monkeypatch.setattr(loading, "mlx_available", lambda: True)
+    monkeypatch.setattr(loading, "world_size", lambda: 2)
+    with pytest.raises(DistributedError, match="backend='mlx' cannot run in 2 processes"):
+        loading.select_backend("mlx")
+
+
 def test_backend_mlx_is_accepted_and_drops_the_profiles_4_bits(monkeypatch):
     monkeypatch.setattr(loading, "mlx_available", lambda: True)
     profile = models.get_profile("qwen3-14b")
@@ -309,6 +317,51 @@ def test_settings_mlx_cannot_honour_are_refused(random_standin, tmp_path):
     model, _ = mlx_convert.load_mlx_model(random_standin("gpt-oss"))
     with pytest.raises(ValueError, match=r"target_modules \['gate_up_proj'\]"):
         mlx_backend.lora_keys(model, ["q_proj", "gate_up_proj"])
+
+
+@needs_mlx
+def test_exports_refuse_what_would_load_wrong(random_standin, tmp_path):
+    """A LoRA scale that is not lora_alpha/r (PEFT would apply another strength) and a fused
+    export onto a base without the adapted layers are errors, not silent exports."""
+    from helpers.training import mlx_backend, mlx_convert
+    folder = random_standin("qwen2.5")
+    cfg = resolve_config(models.choose(str(folder)).profile, backend="mlx")
+    model, _ = mlx_convert.load_mlx_model(folder)
+    mlx_backend.add_lora(model, cfg)
+    with pytest.raises(ValueError, match="do not match a weight"):
+        mlx_convert.save_fused(model, tmp_path / "fused", base=random_standin("gpt-oss"))
+    next(iter(mlx_convert.lora_layers(model).values())).scale = 1.0
+    with pytest.raises(ValueError, match="lora_alpha/r"):
+        mlx_convert.save_peft_adapter(model, tmp_path / "adapter", base=str(folder), r=cfg.lora_r,
+                                      alpha=cfg.lora_alpha, dropout=0.0, target_modules=cfg.target_modules)
+
+
+@needs_mlx
+def test_fused_export_of_a_bfloat16_checkpoint(random_standin, tmp_path):
+    """Real checkpoints are bfloat16 (which numpy lacks): the fused folder keeps the dtype, the
+    adapted weights are W + scale * B A rounded to it, the others are untouched."""
+    import mlx.core as mx
+    import torch
+    from safetensors.torch import load_file
+
+    from helpers.training import mlx_backend, mlx_convert
+    folder = tmp_path / "bf16"
+    shutil.copytree(random_standin("qwen2.5"), folder)
+    weights = {k: v.astype(mx.bfloat16) for k, v in mx.load(str(folder / "model.safetensors")).items()}
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "pt"})
+    cfg = resolve_config(models.choose(str(random_standin("qwen2.5"))).profile, backend="mlx")
+    model, _ = mlx_convert.load_mlx_model(folder)
+    mlx_backend.add_lora(model, cfg)
+    layer = mlx_convert.lora_layers(model)["model.layers.0.self_attn.q_proj"]
+    layer.lora_b = mx.random.normal(layer.lora_b.shape) * 0.1
+    mlx_convert.save_fused(model, tmp_path / "fused", base=folder)
+    base, fused = load_file(str(folder / "model.safetensors")), load_file(str(tmp_path / "fused" / "model.safetensors"))
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert fused[key].dtype == torch.bfloat16
+    delta = layer.scale * (np.array(layer.lora_b).T @ np.array(layer.lora_a).T)
+    expected = torch.from_numpy(base[key].float().numpy() + delta).to(torch.bfloat16)
+    assert torch.equal(fused[key], expected) and not torch.equal(fused[key], base[key])
+    assert all(torch.equal(fused[k], base[k]) for k in base if k != key)
 
 
 @needs_mlx
