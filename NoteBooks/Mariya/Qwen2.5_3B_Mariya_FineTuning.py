@@ -21,7 +21,10 @@
 # **Running it.** On a machine with an NVIDIA GPU it fine-tunes the real Qwen2.5-3B-Instruct.
 # Without one, run it in *smoke mode* (`FINETUNING_SMOKE=1`, or the papermill parameter
 # `-p smoke True`): the same steps run on a tiny offline stand-in of the Qwen2.5 family in a few
-# minutes on a CPU. All settings are in the next cell; `None` means "the model profile's default".
+# minutes on a CPU. With `-p backend tinker -p model qwen3-30b-a3b` it trains on Thinking
+# Machines' Tinker service instead (`TINKER_API_KEY`, no local GPU; the tokens it sends are
+# counted in `run.json` and the summary at the end). All settings are in the next cell; `None`
+# means "the model profile's default".
 
 # %% tags=["parameters"]
 model: str = "qwen2.5-3b"  # registry name, hub id, model folder or .gguf file (a small one such as qwen2.5-0.5b trains on a CPU)
@@ -38,7 +41,7 @@ batch_size: int = None  # sequences per step (None: profile default)
 grad_accum: int = None  # gradient accumulation steps (None: profile default)
 seed: int = 42  # random seed for LoRA init and data order
 replay: int = None  # everyday questions the base model answers, trained on beside the data (None: 64 for a real model, 0 for a stand-in)
-backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth or transformers
+backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth, transformers, mlx (Apple silicon) or tinker (the Tinker service: TINKER_API_KEY, a model it serves such as qwen3-30b-a3b, no smoke mode)
 output_dir: str = None  # run folder (None: outputs/mariya-<model>, plus -smoke in smoke mode)
 smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 
@@ -50,7 +53,7 @@ smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 from helpers import data as data_io
 from helpers.evaluation import recall
 from helpers.notebooks import setup as notebook
-from helpers.pipeline import finetune
+from helpers.pipeline import finetune, runs
 
 notebook.setup()
 notebook.environment()
@@ -60,7 +63,7 @@ notebook.environment()
 # after defaults and parameters are combined.
 
 # %%
-run = finetune.FineTuneRun.start(
+run = runs.start_run(  # a TinkerRun for backend="tinker", else a FineTuneRun
     model=model, output_dir=notebook.path(output_dir), name="mariya", smoke=smoke,
     system_prompt=system_prompt, parameters={"data": data, "probes": probes, "question": question},
     epochs=epochs, learning_rate=learning_rate, lora_r=lora_r, lora_alpha=lora_alpha,

@@ -130,8 +130,16 @@ def settings_table(run) -> Any:
 
 
 def run_summary(run) -> Any:
+    """The run's headline numbers; a Tinker run adds the tokens it sent and their cost (run.json
+    ``tinker``)."""
     import pandas as pd
-    return pd.DataFrame([run.record.summary()]).T.rename(columns={0: "value"})
+    row = run.record.summary()
+    tinker = run.record.data.get("tinker")
+    if tinker:
+        row.update({f"tinker_{k}_tokens": v for k, v in tinker["tokens"].items()})
+        row["tinker_usd"] = (tinker["usd"] if tinker.get("usd") is not None
+                             else "no price known (pass prices=)")
+    return pd.DataFrame([row]).T.rename(columns={0: "value"})
 
 
 def preview_data(dataset, n: int = 5):

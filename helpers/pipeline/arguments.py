@@ -7,6 +7,13 @@ import argparse
 
 from helpers import models
 
+#: run classes for backends that train elsewhere, by backend name, and the errors their ``start``
+#: raises for the user (the command line prints them, exit 2). helpers.pipeline.tinker_run adds
+#: backend="tinker"; helpers/pipeline/__init__.py imports it, so every entry point sees it.
+RUN_CLASSES: dict[str, type] = {}
+RUN_ERRORS: list[type[Exception]] = []
+BACKENDS = ("auto", "unsloth", "transformers", "mlx", "tinker")
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -37,7 +44,9 @@ def parser() -> argparse.ArgumentParser:
                    help="render the training data with the template's thinking mode on/off "
                         "(Qwen3 needs --thinking for examples with `reasoning`); default: the profile's")
     t = p.add_argument_group("training (default: the model profile's)")
-    t.add_argument("--backend", default=None, choices=("auto", "unsloth", "transformers", "mlx"))
+    t.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="where it trains (tinker: Thinking Machines' service, TINKER_API_KEY; "
+                        "the real model, no local GPU, no smoke mode)")
     t.add_argument("--epochs", type=float, default=None, help="passes over the data")
     t.add_argument("--learning-rate", type=float, default=None, help="peak learning rate")
     t.add_argument("--lora-r", type=int, default=None, help="LoRA rank")

@@ -26,7 +26,7 @@ from helpers.data import replay as replay_data
 from helpers.evaluation import checkpoint_eval, health, phrasing, recall
 from helpers.evaluation.memorisation import MemorisationIndex
 from helpers.models.generate import answer
-from helpers.pipeline.arguments import parser
+from helpers.pipeline.arguments import RUN_CLASSES, RUN_ERRORS, parser
 from helpers.pipeline.tables import _export_entry, before_after_table, export_table  # noqa: F401  (re-exports)
 from helpers.runtime import loading, memory
 from helpers.runtime.distributed import DistributedError, distributed
@@ -409,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not dist.is_main:  # the main process prints the report; the others only log warnings
         sys.stdout = open(os.devnull, "w")
     try:
-        run = FineTuneRun.start(
+        run = RUN_CLASSES.get(args.backend, FineTuneRun).start(  # TinkerRun for --backend tinker
             model=args.model, output_dir=args.output, smoke=args.smoke,
             system_prompt=args.system_prompt, parameters={"data": args.data}, thinking=args.thinking,
             replay=args.replay,
@@ -483,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (models.UnknownModelError, models.GPURequiredError, data_mod.DataError,
             models.sources.ModelSourceError,
             FileNotFoundError, TypeError, ImportError, templates.MaskingError,
-            DistributedError) as e:
+            DistributedError, *RUN_ERRORS) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001  (out-of-memory ladder exhausted or stopped)

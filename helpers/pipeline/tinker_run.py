@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from helpers.core import figures as plots
+from helpers.pipeline import arguments
 from helpers.pipeline.finetune import FineTuneRun
 from helpers.training import fallback, tinker_backend
-from helpers.training.tinker_models import TokenCounts, tinker_base_model
+from helpers.training.tinker_models import TinkerModelError, TinkerUnavailableError, TokenCounts, tinker_base_model
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class TinkerRun(FineTuneRun):
         if kwargs["backend"] != "tinker":
             raise ValueError(f"TinkerRun trains with backend='tinker', not {kwargs['backend']!r}; "
                              "use FineTuneRun.start for local training.")
+        if kwargs.get("smoke"):
+            log.warning("smoke mode does not apply to backend='tinker': it trains the real %s on "
+                        "Tinker's service (tokens are billed)", model)
         kwargs["smoke"] = False     # Tinker trains the real model; no local GPU is needed
         tinker_base_model(model)    # refuse models Tinker does not serve, naming the nearest
         run = super().start(model=model, **kwargs)
@@ -154,3 +158,17 @@ class TinkerRun(FineTuneRun):
 
         return fallback.run_with_fallback(self.choice, self.cfg, attempt, automatic=automatic,
                                           on_step=on_step, record=self.record, rungs=[rung])
+
+    def finish(self) -> dict[str, Any]:
+        """:meth:`FineTuneRun.finish`, with the Tinker tokens and cost logged (run.json ``tinker``;
+        ``notebook.run_summary`` shows them)."""
+        cost = self.cost()
+        rec = super().finish()
+        log.info("Tinker: %s tokens%s", ", ".join(f"{k} {v:,}" for k, v in cost["tokens"].items()),
+                 f", {cost['usd']:.4f} USD" if cost.get("usd") is not None else
+                 " (no price known: pass prices= for dollars)")
+        return rec
+
+
+arguments.RUN_CLASSES["tinker"] = TinkerRun
+arguments.RUN_ERRORS.extend([TinkerUnavailableError, TinkerModelError])
