@@ -114,6 +114,7 @@ def test_grad_accumulation_weights_give_the_groups_token_mean(random_standin, to
     assert group == pytest.approx(mlx_backend.batch_loss(model, rows), rel=1e-5)
 
 
+@pytest.mark.slow
 @needs_mlx
 @pytest.mark.parametrize("family", FAMILIES)
 def test_training_lowers_the_loss_and_the_adapter_reloads_in_peft(random_standin, tokenizer_for,
@@ -187,6 +188,7 @@ def _mxfp4_copy(src, dst):
     return dst
 
 
+@pytest.mark.slow
 @needs_mlx
 def test_gpt_oss_mxfp4_checkpoint_loads_trains_and_reloads_in_peft(random_standin, tokenizer_for,
                                                                    tmp_path):
@@ -258,6 +260,7 @@ def test_yarn_frequencies_are_transformers(random_standin, truncate):
     assert np.allclose(ours, ref.numpy(), rtol=1e-5)
 
 
+@pytest.mark.slow
 @needs_mlx
 def test_finetune_run_trains_on_mlx_and_asks_with_the_adapter(random_standin, tmp_path):
     """FineTuneRun with backend="mlx": MLX trains, the run record has the loss history, and the
@@ -377,6 +380,7 @@ def test_unverified_or_quantized_folders_are_refused(random_standin, tmp_path):
             mlx_convert.load_mlx_model(folder)
 
 
+@pytest.mark.slow
 @needs_mlx
 def test_mlx_training_follows_the_transformers_backend(random_standin, tmp_path):
     """The same LoRA start (MLX's A, B zero, copied into PEFT), the same data each step (two
