@@ -53,7 +53,11 @@ def checkpoint_plot(rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any] |
             by = _num(best.get(metric))
             if not math.isnan(by):
                 ax.scatter([bx], [by], marker="*", s=180, color=_BEST, zorder=4, label="best")
-        if metric == "copying" or best is not None:
+        if metric in ("copying", "recitation_share"):  # shares: from 0, the ceiling in view
+            top = max([y for y in ys if not math.isnan(y)]
+                      + ([copying_ceiling] if metric == "copying" else []))
+            ax.set_ylim(-0.02, max(top * 1.15, 0.05))
+        if metric == "copying" or (metric == "bits_per_byte" and best is not None):
             ax.legend(fontsize=8, frameon=False, loc="best")
         ax.set_title(label + _direction(metric), fontsize=10)
         ax.set_xlabel("epoch" if by_epoch else "step")
