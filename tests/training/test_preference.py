@@ -126,7 +126,7 @@ def test_unsloth_dpo_path_on_a_gpu(tmp_path):
     """On a CUDA machine with Unsloth: TRL's DPOTrainer as Unsloth patched it is the base of ours."""
     if not loading.unsloth_available():
         pytest.skip("Unsloth not installed")
-    code = ("from helpers.training import preference as p; import trl; C, T = p.trainer_classes('unsloth'); "
+    code = ("from helpers.training import preference as p; C, T = p.trainer_classes('unsloth'); "
             "assert T.__mro__[1].__name__ == 'UnslothDPOTrainer', T.__mro__; print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
