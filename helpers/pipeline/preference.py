@@ -53,6 +53,7 @@ class PreferenceRun(FineTuneRun):
               parameters: dict | None = None, **kwargs) -> "PreferenceRun":
         """As :meth:`FineTuneRun.start`, plus DPO's settings (``None``: the default of
         :class:`helpers.training.preference.DPOSettings`, with its reason in run.json)."""
+        dpo.require_one_process()
         given = {"beta": beta, "loss_type": loss_type, "learning_rate": dpo_learning_rate}
         settings = dpo.DPOSettings(**{k: v for k, v in given.items() if v is not None})
         extra = {"recipe": "dpo", "beta": beta, "loss_type": loss_type, "dpo_learning_rate": dpo_learning_rate,

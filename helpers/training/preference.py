@@ -263,6 +263,15 @@ def require_backend(backend: str) -> str:
     return chosen
 
 
+def require_one_process() -> None:
+    """DPO runs in one process: it was not built or checked under ``accelerate launch`` (every
+    process would generate the rejected answers and write the adapter)."""
+    if world_size() > 1:
+        raise DistributedError(
+            f"DPO was started in a run of {world_size()} processes, but the preference stage runs in "
+            "one process only. Run the DPO notebook or PreferenceRun without accelerate launch.")
+
+
 def trainer_classes(backend: str):
     """``(DPOConfig, trainer class)`` for ``backend``: on Unsloth, TRL's classes as Unsloth
     patched them (Unsloth is imported first). The trainer takes our pre-tokenized rows as they are."""
@@ -295,10 +304,7 @@ def train_dpo(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_d
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    if world_size() > 1:   # not built for it: every process would write the adapter, none was checked
-        raise DistributedError(
-            f"DPO was started in a run of {world_size()} processes, but the preference stage runs in "
-            "one process only. Run the DPO notebook or PreferenceRun without accelerate launch.")
+    require_one_process()
     settings = settings or DPOSettings()
     backend = getattr(model, "_finetuning_backend", "transformers")
     DPOConfig, Trainer = trainer_classes(backend)

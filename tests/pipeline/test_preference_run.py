@@ -48,3 +48,10 @@ def test_mistakes_are_named(maren):
         run.make_pairs()
     with pytest.raises(ValueError, match="loss_type='kto'"):
         PreferenceRun.start(model="qwen3-14b", smoke=True, loss_type="kto")
+
+
+def test_one_process_only(maren, monkeypatch):
+    from helpers.runtime.distributed import DistributedError
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(DistributedError, match="without accelerate launch"):
+        PreferenceRun.start(model="qwen3-14b", smoke=True, name=f"{maren.slug}-dpo")
