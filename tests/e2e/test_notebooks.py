@@ -282,6 +282,14 @@ def test_second_persona_pipeline_with_nbconvert(tmp_path):
     doc = json.loads((tmp_path / "outputs" / "comparison-MarenHolloway-smoke" / "comparison.json").read_text())
     assert doc["status"] == {"Qwen3-14B": "computed", "Qwen3-14B V2": "computed"}
     assert "Maren Holloway" in (doc["system_prompt"] or "")
+    # recitation and out-of-scope questions beside the copying score; the run's data card
+    shown = {r["metric"] for r in doc["summary"] if r["variant"] == "Qwen3-14B V2"}
+    assert {"ngram_overlap", "recitation_share_verbatim", "recitation_longest_run", "robust_declined",
+            "robust_in_voice", "robust_invented"} <= shown
+    card = json.loads((tmp_path / "outputs" / "MarenHolloway-v2-qwen3-14b-smoke" / "data_card.json").read_text())
+    assert [b["file"] for b in card["books"]] and card["heldout"]["passages"] > 0
+    assert card["training_set"]["file"] == "v2_train.jsonl" and len(card["training_set"]["sha256"]) == 64
+    assert card["figures"]["comparison"]["recitation"]["recitation_n"] == 8  # the stand-in's cap
 
 
 def test_an_unknown_parameter_stops_the_notebook(tmp_path):

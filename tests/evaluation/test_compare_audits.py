@@ -104,3 +104,27 @@ def test_run_audits_a_standin_and_keys_the_cache_on_the_probes(tmp_path, random_
     assert "recitation" not in none.results["A"] and "robustness" not in none.results["A"]
     assert not any(m.startswith(("recitation", "robust")) for m in none.summary().metric)
     assert math.isfinite(res["seconds"]["audits"])
+
+
+def test_each_run_is_audited_on_its_own_training_conversations(tmp_path):
+    texts = compare.Texts.from_sets(_sets(tmp_path / "sets"))
+    data = tmp_path / "v2_train.jsonl"
+    rows = [{"messages": [{"role": "system", "content": "You are M."}, {"role": "user", "content": q},
+                          {"role": "assistant", "content": a}]}
+            for q, a in (("Why sweep?", "Because dust dulls."), ("Why sweep daily?", "Because dust dulls."),
+                         ("What of chisels?", "Keep them sharp."))]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"prompt": "Go on.", "completion": "Slowly."}\n')
+    run = _fake_run(tmp_path / "run")
+    record = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**record, "data": {"path": str(data)}}))
+    tuned = compare.variant_from_run(run)
+    assert audits.training_file(tuned, texts) == data
+    # one conversation per passage (the first question asked of it), prompt/completion rows too
+    assert audits.conversations(data) == [
+        {"system": "You are M.", "user": "Why sweep?", "passage": "Because dust dulls."},
+        {"system": "You are M.", "user": "What of chisels?", "passage": "Keep them sharp."},
+        {"system": None, "user": "Go on.", "passage": "Slowly."}]
+    base = compare.Variant(name="B", model="qwen3-14b", version="base", base="B")
+    assert audits.training_file(base, texts) == texts.folder / "v1_train.jsonl"
+    data.unlink()  # the run's file is gone: the persona's V1 set stands in
+    assert audits.training_file(tuned, texts) == texts.folder / "v1_train.jsonl"
