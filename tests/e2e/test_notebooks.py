@@ -228,7 +228,7 @@ def test_comparison_notebook_on_two_families_and_its_cache(jp_runs):
     work = jp_runs.work
     params = {"smoke": True, "variants": ["qwen3-14b", "gpt-oss-20b"], "runs": [str(q3), str(gpt)],
               "data_dir": str(work / "data"), "qa_source": "rule", "sample_book": True,
-              "max_new_tokens": 48, "cache_dir": str(work / "cache")}
+              "max_new_tokens": 48, "cache_dir": str(work / "cache"), "knowledge_questions": 4}
     names = ["Qwen3-14B", "GPT-OSS 20B", "Qwen3-14B V2", "GPT-OSS 20B V1"]
     first = notebooks.execute(COMPARISON, work / "cmp1.ipynb", {**params, "output_dir": str(work / "cmp1")},
                               progress=False)
@@ -248,6 +248,12 @@ def test_comparison_notebook_on_two_families_and_its_cache(jp_runs):
     # the phrasing table: the V2 run trained on the V2 questions asked verbatim, the V1 run did not
     split = [o["data"]["text/html"] for o in outputs if "ngram_overlap_unseen" in "".join(o.get("data", {}).get("text/html", ""))]
     assert len(split) == 1 and "questions_unseen" in "".join(split[0])
+    # knowledge or voice: every variant answered 4 + 4 fact questions; a verdict per tuned model
+    known = json.loads((work / "cmp1" / "knowledge.json").read_text())
+    assert known["status"] == {n: "computed" for n in names} and len(known["questions"]) == 8
+    assert {v["variant"]: v["verdict"] in ("learned the facts", "only the voice", "neither")
+            for v in known["verdicts"]} == {"Qwen3-14B V2": True, "GPT-OSS 20B V1": True}
+    assert "Qwen3-14B V2: " in _text(outputs) and "RAG over the books" in _text(outputs)
 
     second = notebooks.execute(COMPARISON, work / "cmp2.ipynb", {**params, "output_dir": str(work / "cmp2")},
                                progress=False)
@@ -256,6 +262,7 @@ def test_comparison_notebook_on_two_families_and_its_cache(jp_runs):
     assert doc2["summary"] == doc["summary"]
     text = _text(_outputs(second))
     assert "Loaded" not in text and text.count("from the cache") == 4
+    assert text.count("fact answers reused") == 4
 
 
 def test_second_persona_pipeline_with_nbconvert(tmp_path):
