@@ -71,6 +71,23 @@ def test_mariya_notebook_in_smoke_mode_learns_the_facts(tmp_path):
     assert page.lstrip().lower().startswith("<!doctype html") and "Mariya" in page and "image/png" in page
 
 
+def test_mariya_notebook_trains_with_mlx(tmp_path):
+    """backend="mlx" through the notebook (issue 14): MLX trains the stand-in (its Linux CPU
+    build: a fifth of a pass, six steps; its 24 would take an hour), writes a PEFT adapter, and the
+    tuned answers are asked through transformers with it."""
+    pytest.importorskip("mlx_lm", reason="backend='mlx' needs mlx and mlx-lm (requirements-cpu.txt)")
+    out = tmp_path / "mariya-mlx.executed.ipynb"
+    run_dir = tmp_path / "run"
+    notebooks.execute(MARIYA, out, {"smoke": True, "backend": "mlx", "epochs": 0.2,
+                                    "output_dir": str(run_dir)}, progress=False)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["train"]["backend"] == "mlx"
+    losses = [h["loss"] for h in record["loss_history"] if "loss" in h]
+    assert len(losses) >= 2 and losses[-1] < losses[0], losses
+    assert (run_dir / "adapter" / "adapter_config.json").is_file()
+    assert len(record["answers"]["probes_tuned"]) == len(record["answers"]["probes_base"]) == 60
+
+
 DATAPREP = ROOT / "NoteBooks" / "JordanPeterson" / "JordanPeterson_DataPrep.ipynb"
 
 
