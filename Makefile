@@ -34,10 +34,14 @@ lint: setup
 	@$(PY) -m ruff check .
 
 # The tests on a CPU with the library versions GPU users get (locks/gpu.txt's transformers, trl,
-# datasets, peft and accelerate; torch stays the CPU build), in their own environment.
+# datasets, peft and accelerate; torch stays the CPU build), in their own environment: the fast
+# lane (every library call the code makes: training, DPO, masks, export, loading) and the Mariya
+# notebook end to end; `make test` runs the other notebooks on the CPU lock.
 test-gpu-libs:
 	@VENV=$(GPU_LIBS_VENV) FINETUNING_INSTALL=cpu-gpu-libs bash scripts/setup_venv.sh
-	@$(GPU_LIBS_VENV)/bin/python -m pytest -q --durations=10 tests
+	@$(GPU_LIBS_VENV)/bin/python -m pytest -q --durations=10 tests --ignore=tests/e2e
+	@$(GPU_LIBS_VENV)/bin/python -m pytest -q \
+		tests/e2e/test_notebooks.py::test_mariya_notebook_in_smoke_mode_learns_the_facts
 
 # Resolve requirements*.txt into locks/ (keeps pins that still fit; LOCK_ARGS=--upgrade for new ones)
 lock: setup
