@@ -369,21 +369,37 @@ def spread(items: Sequence, k: int) -> list:
     return [items[i * len(items) // k] for i in range(k)] if k else []
 
 
-def pick(passages: Sequence[Passage], split: str, n: int, questions: dict[str, list[dict]]) -> list[FactQuestion]:
+def common_facts(passages: Sequence[Passage], share: float = 0.2) -> set[str]:
+    """Normalised words and names found in more than ``share`` of the passages (at least 5
+    passages): a fact such as the main character's name or "two" that a model which learned only
+    the voice says everywhere, so an answer holding it proves little."""
+    if len(passages) < 5:
+        return set()
+    df: Counter = Counter()
+    for p in passages:
+        words = _norm(p.text).split()
+        df.update({" ".join(words[i:i + k]) for k in (1, 2, 3) for i in range(len(words) - k + 1)})
+    return {w for w, c in df.items() if c > share * len(passages)}
+
+
+def pick(passages: Sequence[Passage], split: str, n: int, questions: dict[str, list[dict]],
+         common: set[str] = frozenset()) -> list[FactQuestion]:
     """``n`` questions of one split, round-robin over the passages (one from each before a
     second from any), so that they cover as many chapters as there are. The same question twice
-    (neighbouring passages overlap) is asked once, and a question whose key facts another one
-    already has waits until the fresh ones run out."""
+    (neighbouring passages overlap) is asked once; a question whose key facts another one already
+    has, or whose key facts are all ``common`` (:func:`common_facts`), waits until the others run
+    out."""
     per = [[FactQuestion(q["question"], tuple(q["key_facts"]), split, p.sha256, p.book, p.chapter,
                          q.get("source", "rule")) for q in questions.get(p.sha256, [])]
            for p in passages]
     order = [qs[r] for r in range(max((len(x) for x in per), default=0)) for qs in per if r < len(qs)]
     out: list[FactQuestion] = []
     asked, facts = set(), set()
-    for fresh_only in (True, False):
+    for strict in (2, 1, 0):
         for q in order:
             fact = tuple(sorted(_norm(f) for f in q.key_facts))
-            if len(out) == n or q.question in asked or (fresh_only and fact in facts):
+            if (len(out) == n or q.question in asked or (strict and fact in facts)
+                    or (strict == 2 and all(f in common for f in fact))):
                 continue
             asked.add(q.question)
             facts.add(fact)
@@ -394,11 +410,13 @@ def pick(passages: Sequence[Passage], split: str, n: int, questions: dict[str, l
 def balanced(sets: dict[str, Sequence[Passage]], n: int, *, source: str = "rule", **kw) -> list[FactQuestion]:
     """``n`` questions from trained passages and ``n`` from held-out ones (fewer where a split
     has too few passages or facts; logged). Passages are spread evenly over each split; with
-    fewer than ``n`` passages, a passage gives more than one question. ``kw`` goes to
+    fewer than ``n`` passages, a passage gives more than one question. Questions whose key facts
+    are common in the book (:func:`common_facts`) come last. ``kw`` goes to
     :func:`fact_questions` (cache, model, client, budget...)."""
     if not isinstance(n, int) or n < 1:
         raise QAConfigError(f"knowledge_questions={n!r}: ask at least 1 question per split (e.g. 20).")
     out = []
+    common = common_facts([p for split in SPLITS for p in sets.get(split, [])])
     for split in SPLITS:
         passages = list(sets.get(split, []))
         if not passages:
@@ -409,7 +427,7 @@ def balanced(sets: dict[str, Sequence[Passage]], n: int, *, source: str = "rule"
         if source == "rule":   # free: every passage (the spread ones first), spares for duplicates
             chosen += [p for p in passages if p not in chosen]
             per += 2
-        got = pick(chosen, split, n, fact_questions(chosen, per, source=source, **kw))
+        got = pick(chosen, split, n, fact_questions(chosen, per, source=source, **kw), common)
         if len(got) < n:
             log.warning("%d %s fact questions of the %d asked for (%d passages)", len(got), split, n,
                         len(passages))

@@ -142,3 +142,17 @@ def test_local_source_falls_back_to_rules_for_an_unusable_reply(tmp_path, monkey
     monkeypatch.setattr(facts, "local_generate", lambda *a, **k: pytest.fail("asked again"))
     assert facts.fact_questions(passages, 1, source="local", local_model=(model, None),
                                 cache_path=tmp_path / "f.jsonl") == got
+
+
+def test_facts_common_in_the_book_are_asked_last():
+    # "Edda" is in every passage (a model that learned only the voice says it everywhere);
+    # each passage's other fact is its own
+    boats = ["Marigold", "Heron", "Kestrel", "Juniper", "Osprey", "Bramble"]
+    colours = ["red", "blue", "green", "grey", "black", "white"]
+    passages = [_p(f"Every spring Edda painted the {c} boat. She called the {c} one {b}.")
+                for b, c in zip(boats, colours)]
+    assert "edda" in facts.common_facts(passages) and "marigold" not in facts.common_facts(passages)
+    assert facts.common_facts(passages[:4]) == set()                # too few passages to tell
+    got = facts.balanced({"trained": passages}, 7)
+    assert sorted(q.key_facts for q in got[:6]) == sorted((b,) for b in boats)
+    assert got[6].key_facts == ("Edda",)
