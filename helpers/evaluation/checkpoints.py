@@ -217,6 +217,21 @@ def at_checkpoint(variant, selector: str):
     if not (variant.run_dir / "run.json").is_file():
         return dataclasses.replace(variant, name=f"{variant.name} {selector}", version=version,
                                    adapter_dir=variant.run_dir / "checkpoints" / selector)
+    if selector == "best" and not (variant.run_dir / BEST_FILE).is_file():
+        # trained, but no best chosen (checkpoints not evaluated, or all over the ceiling):
+        # listed as missing with the reason, so a comparison with "@best" among its defaults
+        # still runs after a command-line training
+        log.warning("%s: %s", variant.name, _no_best_reason(variant.run_dir))
+        return dataclasses.replace(variant, name=f"{variant.name} {selector}", version=version,
+                                   adapter_dir=variant.run_dir / "checkpoints" / selector)
     adapter, label = adapter_for(variant.run_dir, selector)
     return dataclasses.replace(variant, name=f"{variant.name} {selector} ({label})",
                                version=version, adapter_dir=adapter)
+
+
+def _no_best_reason(run_dir: Path) -> str:
+    try:
+        read_best(run_dir)
+    except CheckpointError as e:
+        return str(e)
+    return ""

@@ -238,6 +238,11 @@ def fingerprint(variant: Variant, settings: Settings, prompts: Sequence[str],
 
 
 # -- one variant -------------------------------------------------------------------------------
+def _variant_dict(v: Variant) -> dict:
+    """A variant as plain data (its folders as text; "" where unset)."""
+    return {**asdict(v), "run_dir": str(v.run_dir or ""), "adapter_dir": str(v.adapter_dir or "")}
+
+
 def _plain(x: Any) -> Any:
     """numpy scalars and tuples to plain Python, for the cache."""
     if isinstance(x, dict):
@@ -288,7 +293,7 @@ def evaluate(variant: Variant, *, prompts: Sequence[str], system_prompt: str | N
                 "trained_scores": metrics.score_answers(trained_answers, author_passages=texts.training,
                                                         index=index)} if trained_prompts else {})
     seconds["score"] = time.time() - t0
-    return _plain({"variant": {**asdict(variant), "run_dir": str(variant.run_dir or "")},
+    return _plain({"variant": _variant_dict(variant),
                    "ran_as": choice.describe(), "prompts": list(prompts), "answers": answers,
                    "raw": raw, "general_answers": general, "heldout": heldout, "scores": scores,
                    "seconds": seconds, **trained, **extra})
@@ -426,7 +431,7 @@ class Comparison:
         summary.to_csv(folder / "summary.csv", index=False)
         doc = {"settings": asdict(self.settings), "system_prompt": self.system_prompt,
                "prompts": self.prompts, "status": self.status,
-               "variants": [{**asdict(v), "run_dir": str(v.run_dir or "")} for v in self.variants],
+               "variants": [_variant_dict(v) for v in self.variants],
                "summary": json.loads(summary.to_json(orient="records"))}
         tmp = folder / "comparison.json.tmp"
         tmp.write_text(json.dumps(doc, indent=1))

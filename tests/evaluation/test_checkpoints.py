@@ -184,6 +184,8 @@ def test_variant_specs_pick_the_best_or_a_named_checkpoint(trained):
     assert best.name.endswith(f"best (epoch {report.best['epoch']:g})") and best.version.endswith(" best")
     assert named.adapter == run.output_dir / "checkpoints" / "checkpoint-3" and named.ready
     assert colon.adapter.name == "checkpoint-6" and final.adapter == run.output_dir / "adapter"
+    # what the comparison caches and saves of a variant is plain data
+    assert json.loads(json.dumps(compare._variant_dict(best)))["adapter_dir"] == str(best.adapter)
     # the cache key follows the checkpoint's adapter
     texts = compare.Texts.from_sets(sets)
 
@@ -194,7 +196,7 @@ def test_variant_specs_pick_the_best_or_a_named_checkpoint(trained):
     assert checkpoints.split_spec("qwen3-14b:v2") == ("qwen3-14b:v2", None)
 
 
-def test_variant_spec_errors(trained, tmp_path):
+def test_variant_spec_errors(trained, tmp_path, caplog):
     run, _ = trained
     persona = personas.load(MH)
     with pytest.raises(CheckpointError, match="is a base model, which has no checkpoints"):
@@ -208,8 +210,11 @@ def test_variant_spec_errors(trained, tmp_path):
     (bare / "adapter").mkdir(parents=True)
     (bare / "run.json").write_text(json.dumps({"parameters": {"model": "qwen3-14b"},
                                                "model": {"requested": "qwen3-14b", "smoke": True}}))
-    with pytest.raises(CheckpointError, match="has no best_checkpoint.json"):
-        compare.variants(persona, [f"{bare}@best"], smoke=True)
+    # trained but no best chosen (e.g. trained from the command line): missing, with the reason
+    with caplog.at_level("WARNING"):
+        unchosen, = compare.variants(persona, [f"{bare}@best"], smoke=True)
+    assert not unchosen.ready and unchosen.name.endswith(" best")
+    assert "has no best_checkpoint.json" in caplog.text and "best checkpoint' section" in caplog.text
 
 
 def test_evaluate_run_errors(tmp_path):
