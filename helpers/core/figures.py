@@ -43,14 +43,18 @@ def loss_figure(history: Sequence[dict], title: str = "Training loss"):
     return fig
 
 
-def save_loss_plot(history: Sequence[dict], path: str | os.PathLike, title: str = "Training loss") -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (its folder made) and close it."""
     plt = _pyplot()
-    fig = loss_figure(history, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_loss_plot(history: Sequence[dict], path: str | os.PathLike, title: str = "Training loss") -> Path:
+    return save_figure(loss_figure(history, title), path)
 
 
 class LiveLossPlot:

@@ -373,28 +373,29 @@ class FineTuneRun:
             with memory.stage("load"):
                 self.load_model()
             with memory.stage("evaluate base"):
-                if questions:
-                    self.ask(list(questions), label="base_question")
-                if probes:
-                    self.fact_recall(probes, label="base")
-                if general:
-                    self.general_knowledge(label="base")
+                self.measure("base", questions, probes, general=general)
             with memory.stage("train"):
                 self.tokenize()
                 self.add_lora()
                 result = self.train(live_plot=live_plot)
             with memory.stage("evaluate"):
-                if questions:
-                    self.ask(list(questions), label="tuned_question")
-                if probes:
-                    self.fact_recall(probes, label="tuned")
-                if general:
-                    self.general_knowledge(label="tuned")
+                self.measure("tuned", questions, probes, general=general)
             return result
 
         return fallback.run_with_fallback(self.choice, self.cfg, attempt, automatic=automatic,
                                           on_step=on_step, record=self.record, cleanup=self.free,
                                           min_seq_length=min_seq_length)
+
+    def measure(self, when: str, questions: Sequence[str] = (), probes: Sequence[dict] = (), *,
+                general: bool = False) -> None:
+        """Ask ``questions`` (answers kept as ``<when>_question``), score fact recall on ``probes``
+        and, with ``general``, general knowledge, all under the label ``when`` ("base", "tuned")."""
+        if questions:
+            self.ask(list(questions), label=f"{when}_question")
+        if probes:
+            self.fact_recall(probes, label=when)
+        if general:
+            self.general_knowledge(label=when)
 
 
 # -- command line --------------------------------------------------------------------------

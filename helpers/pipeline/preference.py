@@ -198,20 +198,14 @@ class PreferenceRun(FineTuneRun):
             with memory.stage("load"):
                 self.load_model()
             with memory.stage("evaluate base"):
-                if questions:
-                    self.ask(list(questions), label="base_question")
-                if general:
-                    self.general_knowledge(label="base")
+                self.measure("base", questions, general=general)
                 self.make_pairs()
             with memory.stage("train"):
                 self.tokenize()
                 self.add_lora()
                 result = self.train(live_plot=live_plot)
             with memory.stage("evaluate"):
-                if questions:
-                    self.ask(list(questions), label="tuned_question")
-                if general:
-                    self.general_knowledge(label="tuned")
+                self.measure("tuned", questions, general=general)
             return result
 
         return fallback.run_with_fallback(self.choice, self.cfg, attempt, automatic=automatic,

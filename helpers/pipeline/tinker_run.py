@@ -141,19 +141,9 @@ class TinkerRun(FineTuneRun):
 
         def attempt(_rung):
             self.load_model()
-            if questions:
-                self.ask(list(questions), label="base_question")
-            if probes:
-                self.fact_recall(probes, label="base")
-            if general:
-                self.general_knowledge(label="base")
+            self.measure("base", questions, probes, general=general)
             result = self.train(live_plot=live_plot)
-            if questions:
-                self.ask(list(questions), label="tuned_question")
-            if probes:
-                self.fact_recall(probes, label="tuned")
-            if general:
-                self.general_knowledge(label="tuned")
+            self.measure("tuned", questions, probes, general=general)
             return result
 
         return fallback.run_with_fallback(self.choice, self.cfg, attempt, automatic=automatic,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from helpers.core.figures import _pyplot
+from helpers.core.figures import _pyplot, save_figure
 
 
 def dpo_figure(history: Sequence[dict], title: str = "DPO"):
@@ -40,10 +40,4 @@ def dpo_figure(history: Sequence[dict], title: str = "DPO"):
 
 
 def save_dpo_plot(history: Sequence[dict], path: str | os.PathLike, title: str = "DPO") -> Path:
-    plt = _pyplot()
-    fig = dpo_figure(history, title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(dpo_figure(history, title), path)
