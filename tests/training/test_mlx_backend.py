@@ -188,8 +188,18 @@ def _mxfp4_copy(src, dst):
     return dst
 
 
+def _transformers_before(version: str) -> bool:
+    import transformers
+    from packaging.version import Version
+    return Version(transformers.__version__) < Version(version)
+
+
 @pytest.mark.slow
 @needs_mlx
+@pytest.mark.skipif(_transformers_before("5.23"),
+                    reason="transformers 5.17's MXFP4 dequantization (the GPU lock) gives other "
+                           "weights than 5.23's: logits 0.33 apart on the stand-in, measured in CI; "
+                           "MLX matches 5.23's, which this test compares against")
 def test_gpt_oss_mxfp4_checkpoint_loads_trains_and_reloads_in_peft(random_standin, tokenizer_for,
                                                                    tmp_path):
     """openai/gpt-oss-20b's own layout (MXFP4 experts): MLX gives the logits of transformers'
