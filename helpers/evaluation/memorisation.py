@@ -36,7 +36,8 @@ def _suffix_array(seq: Sequence[int]) -> list[int]:
         k *= 2
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence, b: Sequence) -> int:
+    """How many items ``a`` and ``b`` share from their first on (word ids, or words)."""
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -100,7 +101,7 @@ class MemorisationIndex:
         best = 0
         for j in (pos - 1, pos):
             if 0 <= j < len(sa):
-                best = max(best, _common_prefix(key, seq[sa[j]:sa[j] + k]))
+                best = max(best, common_prefix(key, seq[sa[j]:sa[j] + k]))
         return best
 
 

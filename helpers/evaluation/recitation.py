@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from helpers.data.recipes import V1_PROMPTS
+from helpers.evaluation.memorisation import common_prefix
 from helpers.evaluation.text import words
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,7 @@ def split_prefix(text: str, prefix_words: int) -> tuple[str, str]:
 
 def leading_run(generated: Sequence[str], reference: Sequence[str]) -> int:
     """How many words ``generated`` and ``reference`` share from their first word on."""
-    n = 0
-    for a, b in zip(generated, reference):
-        if a != b:
-            break
-        n += 1
-    return n
+    return common_prefix(generated, reference)
 
 
 def longest_common_run(a: Sequence[str], b: Sequence[str]) -> int:
