@@ -3,7 +3,10 @@
 Two formats are read, detected from the records themselves:
 
 - prompt/completion JSONL: ``{"prompt": "...", "completion": "..."}`` per line;
-- chat JSONL: ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``.
+- chat JSONL: ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``;
+- raw text (fill-in-the-middle code from :mod:`helpers.data.fim`): ``{"raw_prompt": "...",
+  "raw_completion": "...", "special_tokens": [...]}``, trained without a chat template (only the
+  completion is labelled: :func:`helpers.training.masks.tokenize_raw_dataset`).
 
 An assistant message (or a prompt/completion record) may carry its reasoning in a ``reasoning``
 field; :mod:`helpers.templates` renders it the way each family's template does (Qwen3 think
@@ -26,6 +29,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
+RAW = "raw"
 REASONING = "reasoning"
 _OTHER_REASONING_NAMES = ("thinking", "reasoning_content")
 
@@ -39,21 +43,28 @@ class Dataset:
     """Validated examples from one file, as chat conversations."""
 
     path: Path
-    format: str                      # "prompt_completion" or "messages"
+    format: str                      # "prompt_completion", "messages" or "raw"
     conversations: list[list[dict]]
-    lines: list[int] = field(default_factory=list)   # source line of each conversation
+    lines: list[int] = field(default_factory=list)   # source line of each example
     warnings: list[str] = field(default_factory=list)
+    raw: list[dict] = field(default_factory=list)    # the raw-text records (format "raw")
 
     def __len__(self) -> int:
-        return len(self.conversations)
+        return len(self.raw) if self.format == RAW else len(self.conversations)
 
     def prompts(self) -> list[str]:
+        """The user prompts (none for raw text, which has no chat turns)."""
         return [next((m["content"] for m in c if m["role"] == "user"), "") for c in self.conversations]
 
     def with_system_prompt(self, system_prompt: str | None) -> "Dataset":
         """A copy with ``system_prompt`` as the first message of every conversation (replacing
-        any system message already there); ``None`` or ``""`` leaves them as they are."""
+        any system message already there); ``None`` or ``""`` leaves them as they are, and so
+        does raw text, which has no chat template to put one in."""
         if not system_prompt:
+            return self
+        if self.format == RAW:
+            log.warning("system_prompt ignored for %s: raw-text records train without a chat "
+                        "template", self.path)
             return self
         convs = [[{"role": "system", "content": system_prompt}]
                  + [m for m in c if m["role"] != "system"] for c in self.conversations]
@@ -121,12 +132,8 @@ def load(path: str | os.PathLike, *, system_prompt: str | None = None,
         raise DataError(f"{path}: the file has no records. Each line should be a JSON object "
                         'like {"prompt": "...", "completion": "..."} or {"messages": [...]}.')
     fmt = _detect_format(records)
-    if any(isinstance(r, dict) and "raw_prompt" in r for _, r in records[:1]):
-        raise DataError(f"{path} holds raw-text fill-in-the-middle records (raw_prompt/"
-                        "raw_completion, from helpers.data.fim with FIM tokens), which train "
-                        "without a chat template: tokenize them with "
-                        "helpers.training.masks.tokenize_raw_dataset, or make chat examples "
-                        "instead (`python -m helpers.data.convert fim REPO --style chat`).")
+    if fmt == RAW:
+        return _load_raw(path, records, errors).with_system_prompt(system_prompt)
     conversations, lines, seen = [], [], {}
     warnings: list[str] = []
     for lineno, rec in records:
@@ -143,16 +150,50 @@ def load(path: str | os.PathLike, *, system_prompt: str | None = None,
         seen.setdefault(key, lineno)
         conversations.append(conv)
         lines.append(lineno)
-    if errors:
-        shown = errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
-        raise DataError(f"{len(errors)} problem(s) in {path}:\n  " + "\n  ".join(shown))
+    _raise_problems(path, errors)
     ds = Dataset(path, fmt, conversations, lines, warnings)
     log.info("Loaded %d %s examples from %s", len(ds), fmt, path)
     return ds.with_system_prompt(system_prompt)
 
 
+def _raise_problems(path: Path, errors: list[str]) -> None:
+    """One :class:`DataError` listing the first 20 problems (and how many more), if any."""
+    if errors:
+        shown = errors[:20] + ([f"... and {len(errors) - 20} more"] if len(errors) > 20 else [])
+        raise DataError(f"{len(errors)} problem(s) in {path}:\n  " + "\n  ".join(shown))
+
+
+def _load_raw(path: Path, records: list[tuple[int, Any]], errors: list[str]) -> Dataset:
+    """Raw-text records, each checked: both texts non-empty strings, ``special_tokens`` a list of
+    strings, no chat fields (a file holds one format)."""
+    raw, lines = [], []
+    for lineno, rec in records:
+        where = f"{path}:{lineno}"
+        if not isinstance(rec, dict):
+            errors.append(f"{where}: expected a JSON object, got {type(rec).__name__}")
+            continue
+        bad = [k for k in ("raw_prompt", "raw_completion")
+               if not isinstance(rec.get(k), str) or not rec[k].strip()]
+        if bad:
+            errors.append(f"{where}: missing or empty {' and '.join(repr(k) for k in bad)} (a raw-text "
+                          "file has both on every line, as helpers.data.fim writes them)")
+            continue
+        special = rec.get("special_tokens", [])
+        if not isinstance(special, list) or not all(isinstance(t, str) for t in special):
+            errors.append(f"{where}: 'special_tokens' must be a list of strings")
+            continue
+        raw.append({"raw_prompt": rec["raw_prompt"], "raw_completion": rec["raw_completion"],
+                    "special_tokens": special})
+        lines.append(lineno)
+    _raise_problems(path, errors)
+    log.info("Loaded %d raw-text examples from %s (trained without a chat template)", len(raw), path)
+    return Dataset(path, RAW, [], lines, [], raw)
+
+
 def _detect_format(records: list[tuple[int, Any]]) -> str:
     for _, rec in records:
+        if isinstance(rec, dict) and "raw_prompt" in rec:
+            return RAW
         if isinstance(rec, dict):
             if "messages" in rec:
                 return "messages"

@@ -143,9 +143,12 @@ def run_summary(run) -> Any:
 
 
 def preview_data(dataset, n: int = 5):
-    """The first ``n`` examples as a table: system prompt (if any), user text, assistant text."""
+    """The first ``n`` examples as a table: system prompt (if any), user text, assistant text
+    (raw-text records: the prompt and the completion that is trained)."""
     import pandas as pd
     rows = []
+    for rec, line in list(zip(dataset.raw, dataset.lines))[:n]:
+        rows.append({"line": line, "raw_prompt": rec["raw_prompt"], "raw_completion (trained)": rec["raw_completion"]})
     for conv, line in list(zip(dataset.conversations, dataset.lines))[:n]:
         row = {"line": line}
         for m in conv:

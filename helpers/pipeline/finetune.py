@@ -83,7 +83,7 @@ class FineTuneRun:
     result: Any = None
     answers: dict = field(default_factory=dict)
     epochs_set: bool = False         # epochs given explicitly (else a small/outside model derives them from the data)
-    replay: int | None = None        # general examples answered by the base model and trained on (None: 64 for a real model, 0 for a stand-in)
+    replay: int | None = None        # general examples answered by the base model and trained on (None: 128 for a real model, 0 for a stand-in)
     replayed: list | None = None     # those conversations, once made
     probes: list = field(default_factory=list)   # the last probes scored, each with ``seen``
 
@@ -149,8 +149,9 @@ class FineTuneRun:
         """Answers from the model as it is now; stored in run.json under ``answers.<label>``.
         In a multi-process run only the main process answers, and under FSDP/DeepSpeed none
         does: the others get ``[]``."""
-        if not _answers_here():
-            log.info("Answers (%s) skipped in this process of a multi-process run", label)
+        if not questions or not _answers_here():
+            if questions:
+                log.info("Answers (%s) skipped in this process of a multi-process run", label)
             self.answers[label] = []
             return []
         if self.model is None:
@@ -186,9 +187,9 @@ class FineTuneRun:
             self.load_model()
         conversations = self.dataset.conversations + self.replay_examples()
         with self.record.phase("tokenize"):
-            self.rows, stats = templates.tokenize_dataset(
-                self.tokenizer, conversations, max_seq_length=self.cfg.max_seq_length,
-                model=self.profile.name,
+            self.rows, stats = templates.tokenize_examples(
+                self.tokenizer, conversations, raw=self.dataset.raw,
+                max_seq_length=self.cfg.max_seq_length, model=self.profile.name,
                 **templates.with_thinking(self.tokenizer, self.profile.template_kwargs, self.thinking))
         self.record.update("data", stats)
         return stats
@@ -196,7 +197,7 @@ class FineTuneRun:
     def replay_examples(self) -> list[list[dict]]:
         """The base model's own answers to general questions (:mod:`helpers.data.replay`), made
         once before training and trained on beside the data, so that the persona's world does
-        not overwrite what the model knew. ``replay`` examples (None: 64 for a real model, 0 for
+        not overwrite what the model knew. ``replay`` examples (None: 128 for a real model, 0 for
         a stand-in, which knows nothing general)."""
         if self.replayed is None:
             n = self.replay if self.replay is not None else (
@@ -449,12 +450,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if dist.active:
                 print(f"Distributed: {result.world_size} processes ({result.distributed_type})")
             if ask_base:
-                before, after = run.answers["base_question"], run.answers["tuned_question"]
+                before, after = run.answers.get("base_question"), run.answers.get("tuned_question", [])
             else:
                 after = run.ask(questions, label="tuned_question")
                 if probes:
                     run.fact_recall(probes, label="tuned")
-        if not after:
+        if questions and not after:
             print(f"\nAnswers skipped: {dist.type} splits the weights over {dist.world_size} "
                   "processes. Ask the adapter in one process: python -m helpers.finetune "
                   f"--skip-training --output {args.output} --data {args.data} --model {args.model}")

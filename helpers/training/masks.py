@@ -457,4 +457,24 @@ def tokenize_raw_dataset(tokenizer, records: Iterable[dict], *, max_seq_length: 
     report = check_masks(rows, model=model, tokenizer=tokenizer)
     return rows, {"examples": len(rows), "truncated": truncated, "tokens": report.tokens,
                   "trained_tokens": report.trained_tokens,
-                  "trained_share": round(report.trained_share, 4)}
+                  "trained_share": round(report.trained_share, 4),
+                  "max_tokens": max((len(r["input_ids"]) for r in rows), default=0)}
+
+
+def tokenize_examples(tokenizer, conversations: Sequence[list[dict]], *, raw: Sequence[dict] = (),
+                      max_seq_length: int, model: str = "?",
+                      **template_kwargs) -> tuple[list[dict], dict[str, Any]]:
+    """A run's training rows: raw-text records (:func:`tokenize_raw_dataset`, no chat template)
+    followed by chat ``conversations`` (:func:`tokenize_dataset`; e.g. replayed general answers
+    beside raw code), with their statistics added up."""
+    parts = []
+    if raw:
+        parts.append(tokenize_raw_dataset(tokenizer, raw, max_seq_length=max_seq_length, model=model))
+    if conversations or not raw:
+        parts.append(tokenize_dataset(tokenizer, conversations, max_seq_length=max_seq_length,
+                                      model=model, **template_kwargs))
+    rows = [row for part, _ in parts for row in part]
+    stats = {k: sum(st[k] for _, st in parts) for k in ("examples", "truncated", "tokens", "trained_tokens")}
+    stats["trained_share"] = round(stats["trained_tokens"] / max(1, stats["tokens"]), 4)
+    stats["max_tokens"] = max(st["max_tokens"] for _, st in parts)
+    return rows, stats

@@ -177,10 +177,27 @@ def test_raw_records_refuse_a_tokenizer_without_the_tokens(tmp_path, tokenizer_f
     rec = fim.to_record(exs[0], fim.QWEN_FIM, repo_name="shop")
     with pytest.raises(masks.MaskingError, match="Example 0 .* no single token '<\\|fim_prefix\\|>'"):
         masks.tokenize_raw_dataset(tokenizer_for("qwen2.5"), [rec], max_seq_length=512)
+
+def test_raw_records_load_as_their_own_format_and_bad_ones_are_named(tmp_path):
+    exs, _ = fim.examples(make_repo(tmp_path), n_per_file=2, seed=0)
+    recs = [fim.to_record(e, fim.QWEN_FIM, repo_name="shop") for e in exs]
     path = tmp_path / "raw.jsonl"
-    path.write_text(json.dumps(rec) + "\n")
-    with pytest.raises(data.DataError, match="tokenize_raw_dataset"):
-        data.load(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    ds = data.load(path, system_prompt="ignored: raw text has no chat template")
+    assert ds.format == data.RAW and len(ds) == len(recs) and ds.conversations == []
+    fields = ("raw_prompt", "raw_completion", "special_tokens")   # the other fields stay behind
+    assert ds.raw == [{k: r[k] for k in fields} for r in recs] and ds.prompts() == []
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(recs[0]) + "\n"
+                   + json.dumps({"raw_prompt": "x", "raw_completion": ""}) + "\n"
+                   + json.dumps({"raw_prompt": "x", "raw_completion": "y", "special_tokens": "<|a|>"}) + "\n"
+                   + json.dumps({"prompt": "a chat record", "completion": "in a raw file"}) + "\n")
+    with pytest.raises(data.DataError) as err:
+        data.load(bad)
+    msg = str(err.value)
+    assert "3 problem(s)" in msg and f"{bad}:2: missing or empty 'raw_completion'" in msg
+    assert f"{bad}:3: 'special_tokens' must be a list" in msg
+    assert f"{bad}:4: missing or empty 'raw_prompt' and 'raw_completion'" in msg
 
 
 def test_raw_example_cut_off_by_max_seq_length_is_an_error(tmp_path, random_standin):

@@ -98,3 +98,49 @@ def test_out_of_memory_in_training_steps_down_and_is_recorded(small_data, random
     events = record["fallbacks"]
     assert events[0]["stage"] == "train" and "out of memory" in events[0]["error"].lower()
     assert record["train_config"]["batch_size"] == 1
+
+
+def test_raw_fim_records_train_through_the_command_line(random_standin, tmp_path, capsys):
+    """A code model's fill-in-the-middle records (raw text, no chat template) train through
+    `python -m helpers.finetune`, with replayed chat answers beside them: run.json counts both,
+    and the trained tokens are exactly the middles' plus the replayed answers'."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from helpers.data import fim, replay
+    from helpers.training import masks
+    src = random_standin("qwen2.5")
+    coder = tmp_path / "coder"   # the stand-in with Qwen's FIM tokens, as Qwen2.5-Coder has them
+    tok = AutoTokenizer.from_pretrained(src)
+    tok.add_special_tokens({"additional_special_tokens": [
+        t for t in fim.QWEN_FIM.strings() if t not in tok.get_vocab()]})
+    model = AutoModelForCausalLM.from_pretrained(src)
+    model.resize_token_embeddings(len(tok))
+    model.save_pretrained(coder)
+    tok.save_pretrained(coder)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for i in range(3):
+        (repo / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x * {i + j}\n\n" for j in range(6)))
+    exs, _ = fim.examples(repo, n_per_file=2, seed=0)
+    recs = [fim.to_record(e, fim.QWEN_FIM, repo_name="repo") for e in exs]
+    path = tmp_path / "fim.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "run"
+    rc = finetune.main(["--data", str(path), "--model", str(coder), "--output", str(out),
+                        "--epochs", "1", "--batch-size", "4", "--replay", "2",
+                        "--learning-rate", "5e-3", "--skip-original"])
+    assert rc == 0, capsys.readouterr().err
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["data"]["format"] == "raw"
+    # the replayed answers as trained: cut to whole sentences, those without one left out
+    replayed = [[{"role": "user", "content": a["question"]},
+                 {"role": "assistant", "content": replay.whole_sentences(a["answer"])}]
+                for a in record["answers"]["replay"]]
+    replayed = [c for c in replayed if c[1]["content"]]
+    assert record["data"]["replay_examples"] == len(replayed)
+    assert record["data"]["examples"] == len(recs) + len(replayed)
+    _, raw_stats = masks.tokenize_raw_dataset(tok, recs, max_seq_length=4096)
+    chat_trained = masks.tokenize_dataset(tok, replayed, max_seq_length=4096)[1]["trained_tokens"] \
+        if replayed else 0
+    assert record["data"]["trained_tokens"] == raw_stats["trained_tokens"] + chat_trained
+    assert record["train"]["steps"] >= 1 and (out / "adapter" / "adapter_config.json").is_file()
