@@ -24,10 +24,18 @@ as plain text). The rules, in order, each recorded in a :class:`Removals`:
 - **Drop caps**: a block that is one capital letter, at least twice the height of a body line,
   is joined to the first word of the block after it ("T" + "his" -> "This").
 
-Reading order, two-column pages, tables and figures: blocks are kept in PyMuPDF's order, which
-is the order the text was laid down (column by column in LaTeX and most typesetters). Tables and
-figure captions are kept as text: they are the author's words, and dropping them would drop
-vocabulary the tests require to survive. Hyphenation across lines and pages, front and back
+- **Two columns** (:func:`reading_order`): PyMuPDF gives blocks in the order the text was laid
+  down, which is column by column in LaTeX but can be right column first, or paragraph by
+  paragraph across the columns (text frames in layout programs). Where a page's narrow blocks (under ``WIDE`` of the text
+  width) leave a vertical gap in the middle of the page, with at least two blocks and
+  ``COLUMN_MIN_SHARE`` of the text on each side, side by side, the page is read as columns: between
+  two wide blocks (a title or figure across both columns) the left column top to bottom, then the
+  right one. Any other page keeps PyMuPDF's order. (Lines laid down across both columns, line 1
+  left, line 1 right, ..., come out of PyMuPDF as one block holding both: telling them apart
+  needs line boxes, which cost more than the whole extraction, so that layout is not undone.)
+
+Tables and figure captions are kept as text: they are the author's words, and dropping them would
+drop vocabulary the tests require to survive. Hyphenation across lines and pages, front and back
 matter and text-based running lines are handled after this, on the page text
 (:mod:`helpers.books.cleaning`, :mod:`helpers.books.matter`, :mod:`helpers.books.pdf`).
 
@@ -51,6 +59,8 @@ BAND_MIN_PAGES = 3      # a header band holds short blocks on at least this many
 BAND_MIN_SHARE = 0.05   # ... and on at least this share of the pages
 BAND_TOLERANCE = 3.0    # points: blocks this close in height are in the same band
 FOOTNOTE_ZONE = 0.45    # footnotes start in the lower part of the page, below this share
+WIDE = 0.6              # a block this share of the text width or wider spans the columns
+COLUMN_MIN_SHARE = 0.15 # each column holds at least this share of the page's text
 EXAMPLES = 3            # examples kept per rule
 
 FOOTNOTE_START = re.compile(r"(\d{1,3}|[\u2020\u2021\u00a7\u00b6])\s+\S")   # not "*": bullets
@@ -162,11 +172,60 @@ def clean_pages(pages: list[list[Block]], heights: list[float], removed: Removal
                     footer_top = min(footer_top, b[1])
                 continue
             body.append(b)
+        body = reading_order(body, removed)
         body, page_notes = _split_footnotes(body, h, footer_top, removed)
         notes += [(p, b[4]) for b in page_notes]
         body = _join_drop_caps(body, removed)
         out.append("".join(b[4] if b[4].endswith("\n") else b[4] + "\n" for b in body))
     return out, notes
+
+
+def _gutter(narrow: list[Block], lo: float, width: float) -> float | None:
+    """The middle of a vertical gap between the narrow blocks in the middle half of the text
+    width, if there is one."""
+    spans = sorted((b[0], b[2]) for b in narrow)
+    reach = spans[0][1]
+    for x0, x1 in spans[1:]:
+        if x0 > reach and lo + 0.25 * width <= (reach + x0) / 2 <= lo + 0.75 * width:
+            return (reach + x0) / 2
+        reach = max(reach, x1)
+    return None
+
+
+def reading_order(body: list[Block], removed: Removals | None = None) -> list[Block]:
+    """``body`` in reading order: column by column on a two-column page (rule in the module
+    docstring), else as it is."""
+    if len(body) < 4:
+        return body
+    lo, hi = min(b[0] for b in body), max(b[2] for b in body)
+    width = hi - lo
+    if width <= 0:
+        return body
+    narrow = [b for b in body if b[2] - b[0] < WIDE * width]
+    if len(narrow) < 4:
+        return body
+    g = _gutter(narrow, lo, width)
+    if g is None:
+        return body
+    left, right = [b for b in narrow if b[2] <= g], [b for b in narrow if b[0] >= g]
+    chars = sum(len(b[4]) for b in body) or 1
+    if (len(left) < 2 or len(right) < 2 or sum(len(b[4]) for b in left) < COLUMN_MIN_SHARE * chars
+            or sum(len(b[4]) for b in right) < COLUMN_MIN_SHARE * chars
+            or max(b[3] for b in left) <= min(b[1] for b in right)      # one above the other,
+            or max(b[3] for b in right) <= min(b[1] for b in left)):    # not side by side
+        return body
+    wide = sorted((b for b in body if b[2] - b[0] >= WIDE * width), key=lambda b: b[1])
+    out, placed = [], set()
+    for cut in [*(b[1] for b in wide), float("inf")]:
+        for side in (left, right):
+            for b in sorted((b for b in side if b[1] < cut and id(b) not in placed), key=lambda b: b[1]):
+                out.append(b)
+                placed.add(id(b))
+        out += [b for b in wide if b[1] == cut and id(b) not in placed]
+        placed.update(id(b) for b in wide if b[1] == cut)
+    if out != body and removed is not None:
+        removed.add("two columns read in order", f"{len(left)} left, {len(right)} right blocks")
+    return out if len(out) == len(body) else body
 
 
 def _split_footnotes(body: list[Block], h: float, footer_top: float, removed: Removals

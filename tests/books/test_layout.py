@@ -120,3 +120,49 @@ def test_cleaning_report_rows(book):
     kinds = {r["leftover"] for r in cleanreport.leftovers(corpus)}
     assert kinds <= {"phrase repeated across passages", "lone number in a sentence",
                      "very short line (1-2 words)"}
+
+
+def _words(n: int, start: int) -> list[str]:
+    """``n`` distinct words in a known order (ka kb ... kz la ...), from word number ``start``."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return [letters[(start + i) // 26 % 26] + letters[(start + i) % 26] + "ry" for i in range(n)]
+
+
+@pytest.mark.parametrize("order", ["left-then-right", "right-then-left", "paragraph-by-paragraph"])
+def test_two_column_pages_read_left_column_then_right(tmp_path, order):
+    """Two-column pages (three paragraphs a column) under a line across both columns: whether the
+    PDF lays the text down column by column, right column first, or paragraph by paragraph across
+    the columns (as text frames can be), the text reads the left column to its end, then the
+    right one."""
+    doc, expected, start = pymupdf.open(), [], 0
+    for page_no in range(1, 5):
+        page = doc.new_page(width=420, height=595)
+        page.insert_text((40, 40), "Two Columns, a Study", fontsize=9)      # running header
+        page.insert_text((200, 570), str(page_no), fontsize=9)               # page number
+        wide = _words(13, 5000 + 13 * page_no)                              # across both columns
+        page.insert_text((40, 80), " ".join(wide), fontsize=9)
+        # cols[c][k]: paragraph k of column c, 9 lines of 5 words
+        cols = [[[_words(5, start + 5 * (27 * c + 9 * k + i)) for i in range(9)] for k in range(3)]
+                for c in (0, 1)]
+        start += 270
+
+        def put(c, k):
+            for i, line in enumerate(cols[c][k]):
+                page.insert_text((40 + 190 * c, 110 + 150 * k + 14 * i), " ".join(line), fontsize=9)
+        if order == "left-then-right":
+            pieces = [(c, k) for c in (0, 1) for k in range(3)]
+        elif order == "right-then-left":
+            pieces = [(c, k) for c in (1, 0) for k in range(3)]
+        else:
+            pieces = [(c, k) for k in range(3) for c in (0, 1)]
+        for c, k in pieces:
+            put(c, k)
+        expected += wide + [w for col in cols for para in col for line in para for w in line]
+    path = tmp_path / "columns.pdf"
+    doc.save(path)
+    doc.close()
+    corpus = pdf.load_corpus(path, words=100, overlap=0, min_words=1)
+    words = " ".join(p.text for p in corpus.passages).split()
+    assert words == expected
+    read = corpus.books[0].removed.counts["two columns read in order"]
+    assert read == (0 if order == "left-then-right" else 4)
