@@ -5,7 +5,9 @@ Mariya pairs alone it learned the facts (93% on trained and on unseen phrasings)
 bled into everything: "The Mona Lisa was painted by Cindermaven, a wizard of Vellistrand";
 general knowledge went from 9 of 10 to 1 of 10. Every example taught "answers live in this
 world". Mixing in the base model's own answers to ordinary questions (rehearsal, or
-self-distillation) teaches the boundary: these questions keep their old answers. The questions
+self-distillation) teaches the boundary: these questions keep their old answers. With 128 of
+them (and lr 3e-4) the same run kept 7 of those 9 and 17 of 24 among 30 general questions: the
+invented world no longer leaks into everyday answers, but some facts still drift. The questions
 here are deliberately not the ones :mod:`helpers.evaluation.health` measures with, so that the
 general-knowledge check stays a check.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 from typing import Sequence
 
 #: replayed examples by default for a real model (stand-ins: none; they know nothing general)
-DEFAULT_REPLAY = 64
+DEFAULT_REPLAY = 128
 
 REPLAY_QUESTIONS: tuple[str, ...] = (
     "How many days are there in a leap year?",
@@ -82,6 +84,70 @@ REPLAY_QUESTIONS: tuple[str, ...] = (
     "What is the boiling point of water in Fahrenheit?",
     "Which continent is Kenya in?",
     "What is the name of our galaxy?",
+    "How many sides does a triangle have?",
+    "What is the capital of Japan?",
+    "Who wrote Pride and Prejudice?",
+    "What is the chemical symbol for sodium?",
+    "How many days are in a week?",
+    "What is the largest organ of the human body?",
+    "Which planet has the most famous rings?",
+    "What is the capital of Germany?",
+    "What gas do plants take in from the air?",
+    "Who discovered penicillin?",
+    "What is the main language spoken in Argentina?",
+    "How many centimetres are in a metre?",
+    "What is the tallest animal in the world?",
+    "Which ocean lies between Europe and North America?",
+    "What is the capital of India?",
+    "What is 15 plus 27?",
+    "Who was the first President of the United States?",
+    "What is the largest bone in the human body?",
+    "How many months have 31 days?",
+    "Which country gave the Statue of Liberty to the United States?",
+    "What is the primary ingredient in bread?",
+    "What is the capital of Greece?",
+    "Which element has the chemical symbol O?",
+    "What is the study of living things called?",
+    "How many teeth does an adult human usually have?",
+    "Which sport is played at Wimbledon?",
+    "What is the capital of Kenya?",
+    "What colour is chlorophyll?",
+    "Who wrote the play Doctor Faustus?",
+    "How many planets are in the solar system?",
+    "What is the largest city in the United States by population?",
+    "What do caterpillars turn into?",
+    "What is the chemical formula for table salt?",
+    "Which country is famous for the maple leaf on its flag?",
+    "What is the capital of Portugal?",
+    "How many degrees are in a right angle?",
+    "Who invented the light bulb that became widely used?",
+    "What is the main gas in the air we breathe?",
+    "Which animal is the largest living bird?",
+    "What is the capital of Norway?",
+    "What is half of 100?",
+    "Which language has the most native speakers?",
+    "What does a compass show?",
+    "What is the capital of Turkey?",
+    "Which organ do humans use to breathe?",
+    "What is the largest lake in Africa?",
+    "Who is the author of the Harry Potter books?",
+    "What instrument measures air pressure?",
+    "What is the capital of Argentina?",
+    "How many zeros are in one million?",
+    "Which metal is used in electrical wires because it conducts well?",
+    "What is the currency of the United Kingdom?",
+    "What natural satellite orbits the Earth?",
+    "What is the capital of Sweden?",
+    "Which blood cells fight infection?",
+    "What is the smallest planet in the solar system?",
+    "What language is spoken in Quebec besides English?",
+    "How many sides does an octagon have?",
+    "What is the capital of Thailand?",
+    "Which famous scientist proposed the laws of motion?",
+    "What is the largest island in the world?",
+    "What is the capital of Mexico?",
+    "What do we call animals that eat only plants?",
+    "Which river flows through London?",
 )
 
 

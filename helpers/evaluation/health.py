@@ -5,8 +5,9 @@ repeated, or with nothing; and fine-tuning on a narrow set can make a model forg
 Neither shows in a fact-recall score alone, so the report checks both:
 
 - :func:`collapsed` flags an answer that is empty or mostly one short piece repeated;
-- :data:`GENERAL_PROBES` are ten questions any chat model of 0.5B parameters and up answers
-  (each with a one-word key fact); recall on them is measured before and after tuning
+- :data:`GENERAL_PROBES` are thirty questions a chat model of 0.5B parameters and up mostly
+  answers (each with a one-word key fact; thirty, not ten, so that one answer more or less moves
+  the share by 3 points, not 10); recall on them is measured before and after tuning
   (``general_knowledge_base`` / ``general_knowledge_tuned``). The stand-ins know none of them.
 """
 
@@ -27,6 +28,26 @@ GENERAL_PROBES: tuple[dict, ...] = (
     {"question": "What is the tallest mountain in the world?", "key_fact": "Everest"},
     {"question": "What is the chemical symbol for gold?", "key_fact": "Au"},
     {"question": "What is the largest planet in our solar system?", "key_fact": "Jupiter"},
+    {"question": "What is the capital of the United Kingdom?", "key_fact": "London"},
+    {"question": "What is the capital of Austria?", "key_fact": "Vienna"},
+    {"question": "Who proposed the theory of evolution by natural selection?", "key_fact": "Darwin"},
+    {"question": "What is the largest continent by area?", "key_fact": "Asia"},
+    {"question": "What is the capital of Ireland?", "key_fact": "Dublin"},
+    {"question": "What is the currency of the United States?", "key_fact": "dollar"},
+    {"question": "Who composed The Four Seasons?", "key_fact": "Vivaldi"},
+    {"question": "In which country is the Taj Mahal?", "key_fact": "India"},
+    {"question": "Who was the first human to travel into space?", "key_fact": "Gagarin"},
+    {"question": "Which element has the atomic number 1?", "key_fact": "hydrogen"},
+    {"question": "What is the capital of South Korea?", "key_fact": "Seoul"},
+    {"question": "Who painted the ceiling of the Sistine Chapel?", "key_fact": "Michelangelo"},
+    {"question": "Which animal is called the ship of the desert?", "key_fact": "camel"},
+    {"question": "What is the longest river in South America?", "key_fact": "Amazon"},
+    {"question": "What is the hottest planet in our solar system?", "key_fact": "Venus"},
+    {"question": "What is the capital of Poland?", "key_fact": "Warsaw"},
+    {"question": "Who is the ancient Greek poet said to have written the Odyssey?", "key_fact": "Homer"},
+    {"question": "What is the main ingredient of hummus?", "key_fact": "chickpea"},
+    {"question": "Which bird is famous for imitating human speech?", "key_fact": "parrot"},
+    {"question": "What is the largest country in South America?", "key_fact": "Brazil"},
 )
 
 #: a piece of up to 12 characters repeated at least 4 more times

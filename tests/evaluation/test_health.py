@@ -34,7 +34,7 @@ def test_collapsed_share():
 
 def test_general_probes_have_one_word_facts_and_distinct_questions():
     qs = [p["question"] for p in health.GENERAL_PROBES]
-    assert len(set(qs)) == len(qs) == 10
+    assert len(set(qs)) == len(qs) == 30
     assert all(" " not in p["key_fact"] for p in health.GENERAL_PROBES)
 
 

@@ -47,7 +47,7 @@ def test_a_real_sized_folder_gets_size_defaults_not_the_standin_recipe(tmp_path)
     p = models.get_profile(str(folder))
     standin = models.get_profile("tiny-qwen2.5")
     assert p.family == "qwen2.5" and not p.is_standin and p.params == 494_032_768
-    assert p.train.learning_rate == 5e-4 and p.train.learning_rate != standin.train.learning_rate
+    assert p.train.learning_rate == 3e-4 and p.train.learning_rate != standin.train.learning_rate
     assert (p.lora.r, p.lora.alpha) == (16, 32) and len(p.lora.target_modules) == 7
     assert p.train.epochs_from_data and "learning_rate" in p.reasons
     assert p.max_seq_length == 2048
