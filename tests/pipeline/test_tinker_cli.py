@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.evaluation import health
 from helpers.notebooks import setup as notebook
 from helpers.pipeline import finetune, runs
 from helpers.pipeline.tinker_run import TinkerRun
@@ -80,7 +81,7 @@ def test_the_command_line_trains_on_tinker(server, key, data, tmp_path, capsys, 
     assert rc == 0, printed
     assert "Trained 3 steps on tinker:Qwen/Qwen3-32B" in printed
     assert "base : I do not know." in printed and "tuned: Mariya Sha builds robots." in printed
-    assert "General knowledge (10 questions" in printed          # a real model: asked base and tuned
+    assert f"General knowledge ({len(health.GENERAL_PROBES)} questions" in printed          # a real model: asked base and tuned
     assert server.tokenizer_asked == ["Qwen/Qwen3-32B"]
     assert len(server.fwdbwd) == 3 and server.created[0]["base_model"] == "Qwen/Qwen3-32B"
     rec = json.loads((out / "run.json").read_text())
