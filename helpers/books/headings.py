@@ -32,8 +32,12 @@ def plain_heading(line: str) -> tuple[str, str, bool] | None:
     return "chapter", line, not title
 
 
+_NON_WORD = re.compile(r"[^\w]+")
+
+
 def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
+    """Lower case, words only, one space between them."""
+    return _NON_WORD.sub(" ", text.lower()).strip()
 
 
 def _match_title(lines: list[str], title: str) -> tuple[int, int] | None:

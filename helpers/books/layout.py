@@ -272,6 +272,8 @@ def _split_footnotes(body: list[Block], h: float, footer_top: float, removed: Re
 
 def _join_drop_caps(body: list[Block], removed: Removals) -> list[Block]:
     """A one-letter block much taller than a body line, joined to the next block's first word."""
+    if not any(len(b[4].strip()) == 1 for b in body):
+        return body                       # no one-letter block: nothing to join
     out: list[Block] = []
     lines = [(b[3] - b[1]) / (b[4].count("\n") or 1) for b in body if b[4].count("\n") >= 3]
     line_h = sorted(lines)[len(lines) // 2] if lines else None
