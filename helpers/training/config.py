@@ -116,5 +116,6 @@ def epochs_from_data(cfg: TrainConfig, profile: ModelProfile, n_examples: int,
     steps = -(-n_examples // (cfg.batch_size * cfg.grad_accum)) * epochs
     why = (f"epochs={epochs} from the data: {n_examples} examples, {cfg.batch_size * cfg.grad_accum} "
            f"per step, about {steps} steps (aiming at {sizing.TARGET_STEPS}, {sizing.MAX_EPOCHS} "
-           "passes at most); set `epochs` to override")
+           "passes at most; replayed answers, if any, add their steps on top); set `epochs` to "
+           "override")
     return dataclasses.replace(cfg, epochs=epochs), why
