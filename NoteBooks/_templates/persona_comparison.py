@@ -48,6 +48,7 @@ judge_provider: str = "anthropic"  # anthropic (ANTHROPIC_API_KEY) or openai, an
 judge_base_url: str = None  # API root for judge_provider openai, e.g. http://localhost:11434/v1 (None: OPENAI_BASE_URL, else OpenAI)
 judge_model: str = None  # the judge (None: Claude Haiku; with judge_provider openai name the server's model)
 judge_budget_usd: float = 1.0  # stop judging before spending more
+judge_batch: bool = False  # send the judge's requests as batches: half the price, answered within 24 h (the cell waits; a rerun collects, never resubmits)
 cache_dir: str = None  # per-variant results (None: comparison_cache_all_models in the project root)
 output_dir: str = None  # where the tables go (None: outputs/comparison-<Persona>, plus -smoke in smoke mode)
 smoke: bool = None  # True: tiny stand-ins on CPU; None: read FINETUNING_SMOKE
@@ -262,7 +263,7 @@ known.per_question() if known else None
 
 # %%
 to_judge = llm_judge.pairs(result.answers(), result.prompts, result.bases(), missing_ok=True)
-judge_api = dict(provider=judge_provider, base_url=judge_base_url, model=judge_model)
+judge_api = dict(provider=judge_provider, base_url=judge_base_url, model=judge_model, batch=judge_batch)
 print(llm_judge.estimate(to_judge, persona_name=persona.name, persona_description=persona.system_prompt,
                          **judge_api))
 verdicts = None

@@ -1,5 +1,5 @@
-"""Batch APIs behind one small interface, so ``helpers.questions.api.run_batch`` submits, polls
-and collects the same way for both providers: Anthropic's Message Batches
+"""Batch APIs behind one small interface, so :func:`helpers.claude.batch_run.run_batches` (the
+questions' and the judge's batches) submits, polls and collects the same way for both providers: Anthropic's Message Batches
 (:class:`AnthropicBatches`) and the OpenAI Batch API (:class:`OpenAIBatches`, for
 ``provider="openai"``).
 

@@ -152,6 +152,7 @@ class Tally:
     asked: int = 0                 # tasks answered by requests made in this run
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (sha256, book, reason)
     attempt_errors: dict[str, int] = field(default_factory=dict)  # failed attempts by cause
+    batches: list[str] = field(default_factory=list)   # submitted, not yet collected (batch_wait=False)
 
 
 def progress_bar(total: int, enabled: bool, desc: str):

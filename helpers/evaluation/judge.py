@@ -31,6 +31,8 @@ from typing import Mapping, Sequence
 
 from helpers.books.passage import text_sha256
 from helpers.claude.backends import backend_for
+from helpers.claude.batch_api import batches_for
+from helpers.claude.batch_run import BatchPlan, run_batches
 from helpers.claude.cache import QACache
 from helpers.claude.client import DEFAULT_MODEL, ClaudeConfigError, MalformedReply
 from helpers.claude.pricing import PROMPT_OVERHEAD_TOKENS, cost_usd, prices_for
@@ -242,8 +244,9 @@ class Estimate:
 def estimate(pairs_: Sequence[Pair], *, persona_name: str, persona_description: str,
              model: str | None = None, cache_path: str | os.PathLike | None = None,
              price_per_mtok: tuple[float, float] | None = None, provider: str = "anthropic",
-             base_url: str | None = None) -> Estimate:
-    """What :func:`run` would ask and cost, before any request (tokens: characters / 4)."""
+             base_url: str | None = None, batch: bool = False) -> Estimate:
+    """What :func:`run` would ask and cost, before any request (tokens: characters / 4;
+    ``batch``: at the batch APIs' half price)."""
     prov, model = _provider(provider, base_url, model)
     plan = _plan(pairs_, persona_name, persona_description, model, prov)
     path = Path(cache_path) if cache_path else default_cache_path()
@@ -257,7 +260,7 @@ def estimate(pairs_: Sequence[Pair], *, persona_name: str, persona_description: 
                     identical=sum(j.identical for j in plan), input_tokens=tin,
                     output_tokens=tout,
                     usd=cost_usd(model, tin, tout, price_per_mtok=price_per_mtok,
-                                 provider=prov.name))
+                                 provider=prov.name, batch=batch))
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -302,9 +305,13 @@ def run(pairs_: Sequence[Pair], *, persona_name: str, persona_description: str,
         budget_usd: float | None = None, concurrency: int = 4, client=None,
         timeout_s: float = 60.0, price_per_mtok: tuple[float, float] | None = None,
         progress: bool = False, provider: str = "anthropic", base_url: str | None = None,
-        **options) -> "JudgeResult":
+        batch: bool = False, **options) -> "JudgeResult":
     """Judges every pair in both orders (cached judgements are not asked again). ``options``
-    go to ``helpers.claude.requests.Settings`` (``max_retries``, ``retry_base_s``, ...). Raises
+    go to ``helpers.claude.requests.Settings`` (``max_retries``, ``retry_base_s``,
+    ``poll_interval_s``, ``batch_wait``, ...). ``batch=True`` sends the requests as batches
+    (Anthropic's Message Batches, or the OpenAI Batch API with ``provider="openai"``: half the
+    price, answered within 24 hours; :mod:`helpers.claude.batch_run`); with ``batch_wait=False``
+    it submits and returns, and running again collects (``result.batches``). Raises
     :class:`JudgeError` without an API key when something is left to ask. ``model`` None:
     Claude Haiku; with ``provider="openai"`` name the server's model (``base_url``: default
     OPENAI_BASE_URL, else OpenAI; key OPENAI_API_KEY)."""
@@ -317,17 +324,22 @@ def run(pairs_: Sequence[Pair], *, persona_name: str, persona_description: str,
         before = {j.key for j in plan if j.key in cache}
         tasks = {j.key: _task(j) for j in plan if not j.identical and j.key not in before}
         done = Tally()
-        ledger = Ledger(model, prices_for(model, price_per_mtok, prov.name), budget_usd)
+        ledger = Ledger(model, prices_for(model, price_per_mtok, prov.name), budget_usd, batch=batch)
         if tasks:
             try:
-                api = backend_for(client, prov, timeout_s)
+                api = (batches_for if batch else backend_for)(client, prov, timeout_s)
             except ClaudeConfigError as e:
                 raise JudgeError(_no_key(str(e))) from None
             bar = progress_bar(len(tasks), progress, "LLM judge")
+            settings = Settings(concurrency=concurrency, timeout_s=timeout_s, **options)
             try:
-                run_tasks(list(tasks.values()), cache, api, ledger,
-                          Settings(concurrency=concurrency, timeout_s=timeout_s, **options),
-                          done, bar)
+                if batch:
+                    kept = BatchPlan(match={"kind": "judge", "model": prov.key_model(model),
+                                            "prompt_version": PROMPT_VERSION},
+                                     stored=lambda t: {}, restore=lambda kept: None)
+                    run_batches(list(tasks.values()), kept, cache, api, ledger, settings, done, bar)
+                else:
+                    run_tasks(list(tasks.values()), cache, api, ledger, settings, done, bar)
             finally:
                 bar and bar.close()
         failed = {sha: reason for sha, _, reason in done.failed}
@@ -344,12 +356,14 @@ def run(pairs_: Sequence[Pair], *, persona_name: str, persona_description: str,
             elif j.sha in failed:
                 row.update(shown=None, how="failed", reason=failed[j.sha])
             else:
-                row.update(shown=None, how="not asked", reason="")
+                row.update(shown=None, how="not asked",
+                           reason="in a submitted batch: run again to collect" if done.batches else "")
             row["outcome"] = _outcome(row["shown"], j.tuned_first) if row["shown"] else None
             result.verdicts.append(row)
     result.usage, result.cost_usd = ledger.usage(), ledger.cost_usd()
     result.stopped_by_budget = ledger.stopped_by_budget
     result.attempt_errors = dict(done.attempt_errors)
+    result.batches = list(done.batches)
     return result
 
 
@@ -365,6 +379,7 @@ class JudgeResult:
     model: str = ""
     prompt_version: str = ""
     cache_path: str = ""
+    batches: list[str] = field(default_factory=list)     # submitted, to collect by running again
 
     def count(self, how: str) -> int:
         """Judgements that were "asked", came from the "cache", were "identical", "failed" or
@@ -383,7 +398,10 @@ class JudgeResult:
                 f"{self.count('not asked')} not asked"
                 + (" (budget reached)" if self.stopped_by_budget else "")
                 + f"; {self.usage.get('requests', 0)} requests, {cost}")
-        if not self.complete:
+        if self.batches:
+            text += (f". Waiting for batch(es) {', '.join(self.batches)}: run again to collect "
+                     "them (nothing is submitted twice)")
+        elif not self.complete:
             text += f". Rerun to finish; judgements so far are kept in {self.cache_path}"
         return text
 

@@ -154,3 +154,28 @@ def test_nothing_to_judge_is_fine_where_the_caller_says_so(tmp_path, caplog):
     assert none == [] and "Run the fine-tuning notebooks" in caplog.text
     text = str(judge.estimate(none, cache_path=tmp_path / "j.jsonl", **PERSONA))
     assert text.startswith("LLM judge: nothing to judge") and "$" not in text
+
+
+def test_batches_at_half_price_submit_once_resume_and_retry_malformed(fake, client, tmp_path):
+    """batch=True: Message Batches at half the price; batch_wait=False submits and returns, a
+    rerun collects that batch (nothing submitted twice) and sends only the malformed one again;
+    the verdicts and the cache are the ones live requests give."""
+    fake.add(match=ANSWERS[V2][1], reply="Hmm.", times=1)                # malformed once
+    prefer_tuned(fake)
+    cache = tmp_path / "j.jsonl"
+    to_judge = judge.pairs(ANSWERS, PROMPTS, AGAINST)
+    live = judge.estimate(to_judge, cache_path=cache, **PERSONA)
+    assert judge.estimate(to_judge, cache_path=cache, batch=True, **PERSONA).usd == pytest.approx(live.usd / 2)
+    first = judged(client, cache, batch=True, batch_wait=False)
+    assert fake.count("batches.create") == 1 and fake.count() == 0 and len(first.batches) == 1
+    assert first.count("not asked") == 12 and not first.complete
+    assert "run again to collect" in first.summary()
+    res = judged(client, cache, batch=True, poll_interval_s=0.01)
+    assert [e["size"] for e in fake.log if e["route"] == "batches.create"] == [12, 1]
+    assert res.complete and res.count("asked") == 12 and res.attempt_errors == {"malformed": 1}
+    table = res.table().set_index("variant")
+    assert (table.wins == 6).all() and (table.win_rate == 1.0).all()
+    assert res.cost_usd == pytest.approx(0.5 * (res.usage["input_tokens"] * 1.0
+                                                + res.usage["output_tokens"] * 5.0) / 1e6)
+    again = judged(client, cache, batch=True, poll_interval_s=0.01)
+    assert again.count("cache") == 12 and fake.count("batches.create") == 2

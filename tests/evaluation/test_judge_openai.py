@@ -51,3 +51,28 @@ def test_judge_errors_name_the_setting_and_the_fix(oai, tmp_path, monkeypatch):
     with pytest.raises(judge.ClaudeConfigError, match="HTTP 403.*Check OPENAI_API_KEY, base_url"):
         run(oai.base_url, tmp_path / "j.jsonl", model="m", concurrency=1)
     assert oai.count() == 1
+
+
+def test_judged_in_batches_by_the_openai_batch_api(tmp_path, monkeypatch):
+    """provider="openai", batch=True: one JSONL upload, one batch, its output file read into the
+    same cache live requests use; a rerun asks nothing."""
+    import openai
+
+    from tests.support.fake_openai_batches import SDK_VERSION, FakeOpenAIBatches
+    if openai.__version__ != SDK_VERSION:
+        pytest.skip(f"the fake's batch endpoints answer openai {SDK_VERSION}'s calls")
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    server = FakeOpenAIBatches().start()
+    try:
+        server.add(match="<answer_1>\nTuned", reply="WINNER: 1\nREASON: Hers.", times=-1)
+        server.add(match="<answer_2>\nTuned", reply="WINNER: 2\nREASON: Hers.", times=-1)
+        cache = tmp_path / "j.jsonl"
+        res = run(server.base_url, cache, model="gpt-4o-mini", batch=True, poll_interval_s=0.01)
+        assert res.complete and res.count("asked") == 12 and server.count() == 0
+        assert server.count("files.create") == 1 and server.count("batches.create") == 1
+        assert len(server.uploads[0]) == 12
+        assert (res.table().set_index("variant").wins == 6).all()
+        again = run(server.base_url, cache, model="gpt-4o-mini", batch=True, poll_interval_s=0.01)
+        assert again.count("cache") == 12 and server.count("batches.create") == 1
+    finally:
+        server.stop()
