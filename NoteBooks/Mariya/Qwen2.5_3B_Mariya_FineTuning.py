@@ -40,7 +40,7 @@ max_seq_length: int = None  # longest example in tokens (None: profile default)
 batch_size: int = None  # sequences per step (None: profile default)
 grad_accum: int = None  # gradient accumulation steps (None: profile default)
 seed: int = 42  # random seed for LoRA init and data order
-replay: int = None  # everyday questions the base model answers, trained on beside the data (None: 64 for a real model, 0 for a stand-in)
+replay: int = None  # everyday questions the base model answers, trained on beside the data, per pass (None: 128 for a real model, 0 for a stand-in)
 backend: str = "auto"  # auto (Unsloth on a GPU when installed), unsloth, transformers, mlx (Apple silicon) or tinker (the Tinker service: TINKER_API_KEY, a model it serves such as qwen3-30b-a3b, no smoke mode)
 output_dir: str = None  # run folder (None: outputs/mariya-<model>, plus -smoke in smoke mode)
 smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
@@ -51,7 +51,7 @@ smoke: bool = None  # True: tiny stand-in on CPU; None: read FINETUNING_SMOKE
 
 # %%
 from helpers import data as data_io
-from helpers.evaluation import recall
+from helpers.evaluation import health, recall
 from helpers.notebooks import setup as notebook
 from helpers.pipeline import finetune, runs
 
@@ -95,14 +95,15 @@ before = run.ask([question], label="base_question")[0]
 run.fact_recall(probe_set, label="base")
 general_base = run.general_knowledge(label="base")
 print(f"Q: {question}\nBase model: {before}\n")
-print(f"General knowledge (10 everyday questions): {general_base:.0%}\n")
+print(f"General knowledge ({len(health.GENERAL_PROBES)} everyday questions): {general_base:.0%}\n")
 run.recall_table()
 
 # %% [markdown]
 # ## Masking check
-# A real model also trains on its own answers to 64 everyday questions (*replay*, the
-# `replay` setting; none for a stand-in, which knows nothing general): without them a real 0.5B
-# model carried Mariya's world into every answer ("The Mona Lisa was painted by Cindermaven").
+# A real model also trains on its own answers to everyday questions, 128 new ones in each pass
+# (*replay*, the `replay` setting; none for a stand-in, which knows nothing general): without
+# them a real 0.5B model carried Mariya's world into every answer ("The Mona Lisa was painted by
+# Cindermaven"), and with the same ones every pass it memorised them and lost other answers.
 # Only the assistant's answer and the token that ends its turn are trained; the prompt, the
 # role headers and padding are not. Below: one example as the model sees it, then the part of
 # it that carries loss.
@@ -137,8 +138,9 @@ after = run.ask([question], label="tuned_question")[0]
 run.fact_recall(probe_set, label="tuned")
 general_tuned = run.general_knowledge(label="tuned")
 print(f"Q: {question}\nBase : {before}\nTuned: {after}")
-print(f"General knowledge (10 everyday questions, none trained): base {general_base:.0%} -> "
-      f"tuned {general_tuned:.0%}; a drop means tuning overwrote what the model knew")
+print(f"General knowledge ({len(health.GENERAL_PROBES)} everyday questions, none trained): "
+      f"base {general_base:.0%} -> tuned {general_tuned:.0%}; a drop means tuning overwrote what "
+      "the model knew")
 run.recall_table()
 
 # %%

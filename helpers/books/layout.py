@@ -21,6 +21,9 @@ as plain text). The rules, in order, each recorded in a :class:`Removals`:
   ("limited3" -> "limited"). Notes leave the text flow, so a sentence running across the page
   break is whole again, but they are kept: they are the author's words (the loader puts them
   after the book's last chapter, under "Notes").
+  A note that stops mid-sentence at the foot of a page runs on at the foot of the next one: there,
+  the lowest block, below all the others and set as small as the note (and smaller than the
+  body text), is its rest, joined to it.
 - **Drop caps**: a block that is one capital letter, at least twice the height of a body line,
   is joined to the first word of the block after it ("T" + "his" -> "This").
 
@@ -153,6 +156,7 @@ def clean_pages(pages: list[list[Block]], heights: list[float], removed: Removal
     top_bands = _bands(tops, n) if n >= BAND_MIN_PAGES else []
     bottom_bands = _bands(bottoms, n) if n >= BAND_MIN_PAGES else []
     out, notes = [], []
+    open_note = None       # line height of the previous page's last footnote, when it runs on
     for p, (blocks, h) in enumerate(zip(pages, heights)):
         keep_titles = {_norm(t) for t in titles.get(p, [])}
         body: list[Block] = []
@@ -174,7 +178,13 @@ def clean_pages(pages: list[list[Block]], heights: list[float], removed: Removal
             body.append(b)
         body = reading_order(body, removed)
         body, page_notes = _split_footnotes(body, h, footer_top, removed)
+        if open_note is not None:
+            body, rest = _continued_note(body, h, footer_top, open_note)
+            if rest is not None:
+                removed.add("footnote continued (joined to its note)", rest[4])
+                notes[-1] = (notes[-1][0], notes[-1][1].rstrip("\n") + "\n" + rest[4])
         notes += [(p, b[4]) for b in page_notes]
+        open_note = _line_height(page_notes) if page_notes and _unfinished(page_notes[-1][4]) else None
         body = _join_drop_caps(body, removed)
         out.append("".join(b[4] if b[4].endswith("\n") else b[4] + "\n" for b in body))
     return out, notes
@@ -268,6 +278,38 @@ def _split_footnotes(body: list[Block], h: float, footer_top: float, removed: Re
                 kept[k] = (*b[:4], b[4][:hit.start()] + b[4][hit.end():])
                 break
     return kept, notes
+
+
+def _line_height(blocks: list[Block]) -> float:
+    """The median height of a line in ``blocks`` (each block's height over its lines)."""
+    per = sorted((b[3] - b[1]) / (b[4].rstrip("\n").count("\n") + 1) for b in blocks)
+    return per[len(per) // 2]
+
+
+def _unfinished(text: str) -> bool:
+    """A note that stops mid-sentence (no full stop, question or exclamation mark, closing
+    bracket or quote at its end): it runs on at the foot of the next page."""
+    text = text.rstrip()
+    return bool(text) and text[-1] not in ".!?)]\"'\u201d\u2019:"
+
+
+def _continued_note(body: list[Block], h: float, footer_top: float, note_height: float
+                    ) -> tuple[list[Block], Block | None]:
+    """The rest of the previous page's unfinished footnote, printed first at this page's foot:
+    the lowest block, in the footnote zone and below all the others, set in lines as small as
+    the note's (within 15%) and smaller than the body's (under 85% of their median), not
+    starting with a note marker. Returns (the body without it, it or None)."""
+    if len(body) < 2:
+        return body, None
+    c = max(body, key=lambda b: b[1])
+    others = [b for b in body if b is not c]
+    if (c[1] < FOOTNOTE_ZONE * h or c[1] >= footer_top or FOOTNOTE_START.match(c[4])
+            or any(o[3] > c[1] + 1 for o in others)):
+        return body, None
+    lh = _line_height([c])
+    if abs(lh - note_height) > 0.15 * note_height or lh >= 0.85 * _line_height(others):
+        return body, None
+    return others, c
 
 
 def _join_drop_caps(body: list[Block], removed: Removals) -> list[Block]:

@@ -5,18 +5,24 @@ Mariya pairs alone it learned the facts (93% on trained and on unseen phrasings)
 bled into everything: "The Mona Lisa was painted by Cindermaven, a wizard of Vellistrand";
 general knowledge went from 9 of 10 to 1 of 10. Every example taught "answers live in this
 world". Mixing in the base model's own answers to ordinary questions (rehearsal, or
-self-distillation) teaches the boundary: these questions keep their old answers. With 128 of
-them (and lr 3e-4) the same run kept 7 of those 9 and 17 of 24 among 30 general questions: the
-invented world no longer leaks into everyday answers, but some facts still drift. The questions
-here are deliberately not the ones :mod:`helpers.evaluation.health` measures with, so that the
-general-knowledge check stays a check.
+self-distillation) teaches the boundary: these questions keep their old answers. With the same
+128 answers in each of 3 passes (and lr 3e-4) the invented world no longer leaked, but 7 of 24
+general answers still drifted, and the replay alone did that: the model memorised its own
+answers (loss 0.02). Seen once they cost nothing measurable, so each pass over the data gets
+its own ``replay`` questions (:func:`questions_by_pass`; :mod:`helpers.training.passes` trains
+each in its pass only): 128 per pass, 417 in the pool. The questions here are deliberately not
+the ones :mod:`helpers.evaluation.health` measures with, nor about those questions' answers, so
+that the general-knowledge check stays a check.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+from typing import Callable, Sequence
 
-#: replayed examples by default for a real model (stand-ins: none; they know nothing general)
+log = logging.getLogger(__name__)
+
+#: replayed examples per pass by default for a real model (stand-ins: none; they know nothing general)
 DEFAULT_REPLAY = 128
 
 REPLAY_QUESTIONS: tuple[str, ...] = (
@@ -148,6 +154,295 @@ REPLAY_QUESTIONS: tuple[str, ...] = (
     "What is the capital of Mexico?",
     "What do we call animals that eat only plants?",
     "Which river flows through London?",
+    "What is the capital of Peru?",
+    "What is the capital of Chile?",
+    "What is the capital of Colombia?",
+    "What is the capital of Cuba?",
+    "What is the capital of Nigeria?",
+    "What is the capital of Morocco?",
+    "What is the capital of Vietnam?",
+    "What is the capital of Indonesia?",
+    "What is the capital of the Philippines?",
+    "What is the capital of Pakistan?",
+    "What is the capital of Iran?",
+    "What is the capital of Saudi Arabia?",
+    "What is the capital of Finland?",
+    "What is the capital of Denmark?",
+    "What is the capital of the Netherlands?",
+    "What is the capital of Belgium?",
+    "What is the capital of Switzerland?",
+    "What is the capital of Hungary?",
+    "What is the capital of the Czech Republic?",
+    "What is the capital of Romania?",
+    "What is the capital of Ukraine?",
+    "What is the capital of New Zealand?",
+    "What is the capital of Scotland?",
+    "What is the capital of Iceland?",
+    "What is the capital of Ethiopia?",
+    "What is the capital of Venezuela?",
+    "What is the capital of Malaysia?",
+    "Which country has Lisbon as its capital?",
+    "Which country has Oslo as its capital?",
+    "Which country has Nairobi as its capital?",
+    "Which country has Canberra as its capital?",
+    "Which country has Ottawa as its capital?",
+    "What is the currency of the European Union?",
+    "What is the currency of China?",
+    "What is the currency of Switzerland?",
+    "What is the currency of Mexico?",
+    "What is the currency of Russia?",
+    "What is the currency of South Korea?",
+    "What language is mainly spoken in Italy?",
+    "What language is mainly spoken in the Netherlands?",
+    "What language is mainly spoken in China?",
+    "What language is mainly spoken in Japan?",
+    "What language is mainly spoken in Russia?",
+    "What language is mainly spoken in Chile?",
+    "What languages are official in Switzerland?",
+    "What is the official language of Austria?",
+    "On which continent is Argentina?",
+    "On which continent is Norway?",
+    "On which continent is Canada?",
+    "Which ocean lies between Africa and Australia?",
+    "Which sea lies between Europe and Africa?",
+    "What is the largest country in Africa by area?",
+    "Which mountain range runs along the west of South America?",
+    "What is the largest hot desert in Africa?",
+    "Which country has the most islands?",
+    "What is the northernmost continent?",
+    "Which continent is covered by ice at the South Pole?",
+    "How many oceans are there on Earth?",
+    "What is the capital city of the US state of California?",
+    "What is the largest state of the United States by area?",
+    "Which city is known as the Big Apple?",
+    "Which city has the Colosseum?",
+    "Which city has the Brandenburg Gate?",
+    "Which city has the Sydney Opera House?",
+    "In which city is the Kremlin?",
+    "In which country is Machu Picchu?",
+    "In which country is the Great Wall?",
+    "In which country is Mount Kilimanjaro?",
+    "In which country is the Acropolis?",
+    "In which country is Stonehenge?",
+    "In which country is the city of Kyoto?",
+    "In which country is the city of Barcelona?",
+    "In which country is the city of Munich?",
+    "In which country is the city of Toronto?",
+    "What is 7 times 8?",
+    "What is 9 times 6?",
+    "What is 100 divided by 4?",
+    "What is 45 minus 17?",
+    "What is 36 plus 64?",
+    "What is 3 squared?",
+    "What is 2 to the power of 10?",
+    "What is the square root of 144?",
+    "What is 25 percent of 200?",
+    "What is one third of 90?",
+    "What is 1,000 minus 1?",
+    "What is 13 plus 29?",
+    "What is 6 times 7?",
+    "How many seconds are in a minute?",
+    "How many days are in a typical year?",
+    "How many months are in a year?",
+    "How many grams are in a kilogram?",
+    "How many millimetres are in a centimetre?",
+    "How many metres are in a kilometre?",
+    "How many sides does a pentagon have?",
+    "How many sides does a square have?",
+    "How many degrees are in a full circle?",
+    "How many degrees do the angles of a triangle add up to?",
+    "How many faces does a cube have?",
+    "How many edges does a cube have?",
+    "What is the next number in the sequence 2, 4, 6, 8?",
+    "Is 17 a prime number?",
+    "Is 21 an even or an odd number?",
+    "What is the Roman numeral for 10?",
+    "What is the Roman numeral for 50?",
+    "What is pi rounded to two decimal places?",
+    "What is the name of a shape with eight sides?",
+    "What is the perimeter of a square with sides of 5 centimetres?",
+    "What is the area of a rectangle 3 metres by 4 metres?",
+    "What do you call an angle greater than 90 degrees and less than 180?",
+    "What is the chemical symbol for silver?",
+    "What is the chemical symbol for carbon?",
+    "What is the chemical symbol for potassium?",
+    "What is the chemical symbol for helium?",
+    "Which element has the chemical symbol N?",
+    "Which element has the chemical symbol Fe?",
+    "What is the atomic number of carbon?",
+    "What gas do humans breathe out?",
+    "What is the chemical formula for carbon dioxide?",
+    "What is the pH of pure water?",
+    "Is lemon juice an acid or a base?",
+    "What are the three states of matter?",
+    "What is the process of water turning into vapour called?",
+    "What is the process of a gas turning into a liquid called?",
+    "What is the speed of light in a vacuum, roughly?",
+    "What unit is used to measure electric current?",
+    "What unit is used to measure force?",
+    "What unit is used to measure energy?",
+    "What unit is used to measure frequency?",
+    "Who discovered gravity when an apple fell, as the story goes?",
+    "Who developed the first vaccine against smallpox?",
+    "Who proposed that the Earth goes around the Sun?",
+    "Who is known for the equation E equals m c squared?",
+    "Who discovered radium and polonium?",
+    "Who invented the printing press in Europe?",
+    "Who is credited with inventing the World Wide Web?",
+    "What does a seismograph measure?",
+    "What does a barometer measure?",
+    "What instrument is used to look at very small things?",
+    "What instrument is used to look at distant stars?",
+    "What is the centre of an atom called?",
+    "What particles have a negative charge?",
+    "Which planet is the farthest from the Sun?",
+    "How long does it take the Earth to orbit the Sun?",
+    "How long does it take the Earth to turn once on its axis?",
+    "What causes the seasons on Earth?",
+    "What is a shooting star really?",
+    "What is the name of the first artificial satellite?",
+    "Which planet has a moon called Titan?",
+    "What is the boundary of a black hole called?",
+    "What is the largest animal that has ever lived?",
+    "What do pandas mainly eat?",
+    "How many legs does a spider have?",
+    "How many hearts does an octopus have?",
+    "Which mammal can fly?",
+    "What is a baby kangaroo called?",
+    "What is a baby cat called?",
+    "What is a young frog called?",
+    "What is a group of lions called?",
+    "What do you call an animal that eats both plants and meat?",
+    "What is the slowest mammal?",
+    "Which animal has the longest neck?",
+    "Which fish is known for its big teeth and is feared in the movie Jaws?",
+    "What do bees collect from flowers?",
+    "Where do polar bears live?",
+    "Where do penguins mostly live?",
+    "Which animal is the symbol of the WWF?",
+    "What is the largest cat species?",
+    "What colour is a ripe banana?",
+    "What fruit is used to make wine?",
+    "What is the main ingredient of an omelette?",
+    "What is sushi traditionally wrapped in?",
+    "Which country is pizza from?",
+    "Which country is famous for croissants?",
+    "What is tofu made from?",
+    "What is the main ingredient of chocolate?",
+    "What spice gives curry its yellow colour?",
+    "What vegetable is used to make chips or fries?",
+    "What is the main ingredient of pesto?",
+    "What drink is made from roasted beans?",
+    "What is a vegetarian?",
+    "What vitamin is found in oranges?",
+    "Which organ filters the blood to make urine?",
+    "Which organ controls the body?",
+    "What do red blood cells carry?",
+    "Which part of the eye gives it its colour?",
+    "How many senses do humans traditionally have?",
+    "What is the largest muscle in the human body?",
+    "What is the normal human body temperature in Celsius?",
+    "Which bone protects the brain?",
+    "What do lungs take from the air?",
+    "What is the hard outer layer of a tooth called?",
+    "Who wrote War and Peace?",
+    "Who wrote Don Quixote?",
+    "Who wrote The Old Man and the Sea?",
+    "Who wrote Alice's Adventures in Wonderland?",
+    "Who wrote The Adventures of Tom Sawyer?",
+    "Who wrote A Christmas Carol?",
+    "Who wrote The Hobbit?",
+    "Who wrote Frankenstein?",
+    "Who created Sherlock Holmes?",
+    "Who painted Guernica?",
+    "Who painted Water Lilies?",
+    "Who composed The Magic Flute?",
+    "Who composed the Moonlight Sonata?",
+    "Who composed Swan Lake?",
+    "How many keys does a standard piano have?",
+    "What instrument did Jimi Hendrix play?",
+    "Which band sang Hey Jude?",
+    "Who was the first woman to win a Nobel Prize?",
+    "In which year did the Second World War end?",
+    "In which year did the First World War begin?",
+    "In which year did humans first land on the Moon?",
+    "Who was the first emperor of Rome?",
+    "Who was the British prime minister during most of the Second World War?",
+    "Which wall fell in 1989?",
+    "Which ship sank in 1912 after hitting an iceberg?",
+    "Who was Nelson Mandela?",
+    "Who was Cleopatra?",
+    "Which ancient civilisation built Machu Picchu?",
+    "What was the name of the ship the Pilgrims sailed to America?",
+    "Which country did Napoleon Bonaparte lead?",
+    "How many players are on a basketball team on the court?",
+    "How many players are on a volleyball team on the court?",
+    "How often are the Summer Olympic Games held?",
+    "What sport does Lionel Messi play?",
+    "What sport uses a shuttlecock?",
+    "In which sport do you score a try?",
+    "How many holes are played in a standard round of golf?",
+    "What is the opposite of hot?",
+    "What is the opposite of happy?",
+    "What is the plural of mouse?",
+    "What is the plural of child?",
+    "What is the past tense of run?",
+    "What is a synonym for big?",
+    "What is a synonym for quick?",
+    "How do you say thank you in Spanish?",
+    "How do you say hello in French?",
+    "How do you say goodbye in Italian?",
+    "How do you say yes in German?",
+    "How many letters are in the English alphabet?",
+    "What is the first letter of the Greek alphabet?",
+    "What is the last letter of the English alphabet?",
+    "Which punctuation mark ends a question?",
+    "What is a noun?",
+    "What is a verb?",
+    "What does the abbreviation etc. mean?",
+    "What does CPU stand for?",
+    "What does USB stand for?",
+    "What does www stand for in a web address?",
+    "What is the binary number for 2?",
+    "What company makes the iPhone?",
+    "Who founded Microsoft with Paul Allen?",
+    "What is the most widely used web search engine?",
+    "What does a keyboard's space bar do?",
+    "What does RAM stand for?",
+    "How many bits are in a byte?",
+    "What colour do you get by mixing red and white?",
+    "What colour do you get by mixing red and yellow?",
+    "What are the three primary colours of light?",
+    "What colour is the sky on a clear day?",
+    "What colour are most leaves in summer?",
+    "How many colours are in a rainbow?",
+    "What do you call frozen rain?",
+    "What is a meteorologist?",
+    "What is the coldest continent?",
+    "What is a tsunami?",
+    "What is a volcano?",
+    "What causes thunder?",
+    "Which way does a compass needle point?",
+    "What is the name of the line at 0 degrees latitude?",
+    "Which day comes after Monday?",
+    "Which month comes after June?",
+    "How many days are in February in a leap year?",
+    "Which is the shortest month of the year?",
+    "Which season comes after summer?",
+    "On which day is Christmas celebrated in most countries?",
+    "What is the longest day of the year called?",
+    "What do you use to cut paper?",
+    "What do you use to write on a blackboard?",
+    "What do you call a doctor for teeth?",
+    "What does a pilot fly?",
+    "Where do you borrow books?",
+    "What do firefighters put out?",
+    "What do you need to open a locked door?",
+    "What do you wear on your feet?",
+    "What is the main use of a refrigerator?",
+    "What do you call a person who writes poems?",
+    "What is the plural of foot?",
+    "What is the freezing point of water in Celsius?",
 )
 
 
@@ -156,6 +451,24 @@ def questions(n: int) -> list[str]:
     if n < 0:
         raise ValueError(f"replay={n}: use 0 (no replay) or a positive number of examples.")
     return list(REPLAY_QUESTIONS[:n])
+
+
+def questions_by_pass(per_pass: int, passes: int) -> list[list[str]]:
+    """``per_pass`` questions for each of ``passes`` passes over the data, each pass its own while
+    the pool lasts (pass ``k`` takes the next ``per_pass`` after pass ``k - 1``'s, from the start
+    again once the pool is used up): an answer seen again is an answer memorised (module
+    docstring of :mod:`helpers.training.passes`)."""
+    if per_pass < 0:
+        raise ValueError(f"replay={per_pass}: use 0 (no replay) or a positive number of examples per pass.")
+    pool = REPLAY_QUESTIONS
+    if per_pass == 0 or passes <= 0:
+        return [[] for _ in range(max(0, passes))]
+    if per_pass * passes > len(pool):
+        log.warning("replay=%d per pass over %d passes asks for %d questions; the pool has %d, so "
+                    "some come back in a later pass (lower `replay` to keep every pass fresh)",
+                    per_pass, passes, per_pass * passes, len(pool))
+    return [[pool[(k * per_pass + i) % len(pool)] for i in range(min(per_pass, len(pool)))]
+            for k in range(passes)]
 
 
 def whole_sentences(answer: str) -> str:
@@ -177,3 +490,21 @@ def conversations(pairs: Sequence[tuple[str, str]], system_prompt: str | None = 
         msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
         out.append(msgs + [{"role": "user", "content": q}, {"role": "assistant", "content": a}])
     return out
+
+
+def examples(per_pass: int, passes: int, ask: Callable[[list[str]], list[str]],
+             system_prompt: str | None = None) -> tuple[list[list[dict]], list[int | None], int]:
+    """The replayed conversations for ``passes`` passes of ``per_pass`` each
+    (:func:`questions_by_pass`), every distinct question put to ``ask`` once; returns the
+    conversations, the pass of each (None for all when there is one pass: every epoch) and how
+    many questions were asked."""
+    by_pass = questions_by_pass(per_pass, passes)
+    asked = list(dict.fromkeys(q for qs in by_pass for q in qs))
+    answers = dict(zip(asked, ask(asked))) if asked else {}
+    convs: list[list[dict]] = []
+    tags: list[int | None] = []
+    for k, qs in enumerate(by_pass):
+        made = conversations([(q, answers[q]) for q in qs], system_prompt)
+        convs += made
+        tags += [k if passes > 1 else None] * len(made)
+    return convs, tags, len(asked)

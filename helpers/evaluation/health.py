@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from helpers.evaluation import recall
+
 #: general-knowledge questions with the word a right answer contains
 GENERAL_PROBES: tuple[dict, ...] = (
     {"question": "What is the capital of France?", "key_fact": "Paris"},
@@ -33,7 +35,7 @@ GENERAL_PROBES: tuple[dict, ...] = (
     {"question": "Who proposed the theory of evolution by natural selection?", "key_fact": "Darwin"},
     {"question": "What is the largest continent by area?", "key_fact": "Asia"},
     {"question": "What is the capital of Ireland?", "key_fact": "Dublin"},
-    {"question": "What is the currency of the United States?", "key_fact": "dollar"},
+    {"question": "What is the currency of the United States?", "key_fact": "dollar", "also": ("USD",)},
     {"question": "Who composed The Four Seasons?", "key_fact": "Vivaldi"},
     {"question": "In which country is the Taj Mahal?", "key_fact": "India"},
     {"question": "Who was the first human to travel into space?", "key_fact": "Gagarin"},
@@ -49,6 +51,16 @@ GENERAL_PROBES: tuple[dict, ...] = (
     {"question": "Which bird is famous for imitating human speech?", "key_fact": "parrot"},
     {"question": "What is the largest country in South America?", "key_fact": "Brazil"},
 )
+
+def general_score(answers: Sequence[str]) -> float:
+    """The share of :data:`GENERAL_PROBES` answered right: an answer holds the probe's key fact or
+    one of the other right words it lists under ``also`` ("USD" for the dollar)."""
+    if len(answers) != len(GENERAL_PROBES):
+        raise ValueError(f"{len(answers)} answers for {len(GENERAL_PROBES)} general questions")
+    right = sum(any(recall.contains_fact(a, k) for k in (p["key_fact"], *p.get("also", ())))
+                for a, p in zip(answers, GENERAL_PROBES))
+    return right / len(GENERAL_PROBES)
+
 
 #: a piece of up to 12 characters repeated at least 4 more times
 _REPEAT = re.compile(r"(.{1,12}?)\1{4,}", re.DOTALL)

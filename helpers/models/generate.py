@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Sequence
 
 from helpers.models import InferenceDefaults, ModelProfile
 
 log = logging.getLogger(__name__)
+
+#: a long list of questions logs how far it got this often (seconds)
+PROGRESS_SECONDS = 30.0
 
 _THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 _HARMONY_FINAL = "<|channel|>final<|message|>"
@@ -53,6 +57,7 @@ def answer(model, tokenizer, questions: Sequence[str], profile: ModelProfile, *,
     device = next(model.parameters()).device
     answers: list[str] = []
     torch.manual_seed(seed)
+    t0 = last = time.monotonic()
     try:
         for i in range(0, len(questions), batch_size):
             chunk = questions[i:i + batch_size]
@@ -79,6 +84,11 @@ def answer(model, tokenizer, questions: Sequence[str], profile: ModelProfile, *,
                 if raw is not None:
                     raw.append(text)
                 answers.append(_clean(strip_reasoning(text), tokenizer))
+            now = time.monotonic()
+            if now - last >= PROGRESS_SECONDS and len(answers) < len(questions):
+                last = now
+                log.info("Answered %d of %d questions in %.0f s, ~%.0f s left", len(answers),
+                         len(questions), now - t0, (now - t0) / len(answers) * (len(questions) - len(answers)))
     finally:
         tokenizer.padding_side = old_side
     return answers

@@ -30,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--probes", help="JSONL of {question, key_fact} for fact recall")
     g.add_argument("--replay", type=int, default=None,
                    help="general questions the base model answers, trained on beside the data so "
-                        "it keeps what it knew (default: 128 for a real model, 0 for a stand-in)")
+                        "it keeps what it knew, per pass over the data, each pass its own (default: "
+                        "128 for a real model, 0 for a stand-in)")
     g.add_argument("--system-prompt", default=None, help="system prompt for every example and question")
     g.add_argument("--smoke", action="store_true", default=None,
                    help="use the family's tiny stand-in (also FINETUNING_SMOKE=1)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from helpers.pipeline.arguments import RUN_CLASSES, RUN_ERRORS, parser
 from helpers.pipeline.tables import _export_entry, before_after_table, export_table  # noqa: F401  (re-exports)
 from helpers.runtime import loading, memory
 from helpers.runtime.distributed import DistributedError, distributed
-from helpers.training import datacard, divergence, fallback, mlx_backend, trainer
+from helpers.training import datacard, divergence, fallback, mlx_backend, passes, trainer
 from helpers.training import masks as templates
 from helpers.training.config import epochs_from_data, resolve_config
 from helpers.training.runrecord import RunRecord
@@ -85,6 +86,7 @@ class FineTuneRun:
     epochs_set: bool = False         # epochs given explicitly (else a small/outside model derives them from the data)
     replay: int | None = None        # general examples answered by the base model and trained on (None: 128 for a real model, 0 for a stand-in)
     replayed: list | None = None     # those conversations, once made
+    replay_passes: list = field(default_factory=list)  # the pass of each (None: every pass)
     probes: list = field(default_factory=list)   # the last probes scored, each with ``seen``
 
     # -- setup ---------------------------------------------------------------------------
@@ -191,28 +193,33 @@ class FineTuneRun:
                 self.tokenizer, conversations, raw=self.dataset.raw,
                 max_seq_length=self.cfg.max_seq_length, model=self.profile.name,
                 **templates.with_thinking(self.tokenizer, self.profile.template_kwargs, self.thinking))
+        passes.tag(self.rows, self.replay_passes)   # the replayed rows (last): their own pass each
         self.record.update("data", stats)
         return stats
 
     def replay_examples(self) -> list[list[dict]]:
         """The base model's own answers to general questions (:mod:`helpers.data.replay`), made
         once before training and trained on beside the data, so that the persona's world does
-        not overwrite what the model knew. ``replay`` examples (None: 128 for a real model, 0 for
-        a stand-in, which knows nothing general)."""
+        not overwrite what the model knew. ``replay`` answers per pass over the data (None: 128
+        for a real model, 0 for a stand-in, which knows nothing general), each pass its own
+        questions (:func:`helpers.data.replay.questions_by_pass`; :attr:`replay_passes` says
+        which pass each conversation belongs to)."""
         if self.replayed is None:
             n = self.replay if self.replay is not None else (
                 0 if self.profile.is_standin else replay_data.DEFAULT_REPLAY)
-            asked = replay_data.questions(n)
-            if asked and hasattr(self.model, "peft_config"):
+            if n and hasattr(self.model, "peft_config"):
                 log.warning("replay skipped: the model already carries an adapter, so its answers "
                             "are not the base model's")
-                asked = []
-            answers = self.ask(asked, label="replay", max_new_tokens=128) if asked else []
-            self.replayed = replay_data.conversations(list(zip(asked, answers)), self.system_prompt)
-            self.record.update("data", {"replay_examples": len(self.replayed)})
+                n = 0
+            n_passes = max(1, math.ceil(self.cfg.epochs))
+            self.replayed, self.replay_passes, asked = replay_data.examples(
+                n, n_passes, lambda qs: self.ask(qs, label="replay", max_new_tokens=128),
+                self.system_prompt)
+            self.record.update("data", {"replay_examples": len(self.replayed),
+                                        "replay_questions": asked, "replay_per_pass": n})
             if self.replayed:
                 log.info("Replay: %d general questions answered by the base model join the "
-                         "training data", len(self.replayed))
+                         "training data, %d in each of %d passes", asked, n, n_passes)
         return self.replayed
 
     def example_mask(self, index: int = 0) -> dict[str, str]:
@@ -357,7 +364,7 @@ class FineTuneRun:
                            max_new_tokens=RECALL_MAX_NEW_TOKENS)
         if not _answers_here():
             return None
-        score = recall.fact_recall(answers, [p["key_fact"] for p in probes])
+        score = health.general_score(answers)
         self.record.set_metric(f"general_knowledge_{label}", round(score, 4))
         self.record.set_metric(f"collapsed_answers_{label}", round(health.collapsed_share(answers), 4))
         return score

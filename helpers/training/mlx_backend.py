@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 from helpers.core.files import write_json
 from helpers.runtime import loading
-from helpers.training import divergence
+from helpers.training import divergence, passes
 from helpers.training import mlx_convert as convert
 from helpers.training.config import TrainConfig
 from helpers.training.trainer import TrainResult
@@ -106,13 +106,22 @@ class Rows:
 
     def __init__(self, rows: Sequence[dict], batch_size: int, max_seq_length: int, *,
                  grad_accum: int = 1, seed: int = 42, shuffle: bool = True, pad_id: int = 0):
-        self.rows = [(list(r["input_ids"])[:max_seq_length], list(r["labels"])[:max_seq_length])
-                     for r in rows]
+        def cut(rs):
+            return [(list(r["input_ids"])[:max_seq_length], list(r["labels"])[:max_seq_length])
+                    for r in rs]
+        # rows of one pass only (:mod:`helpers.training.passes`): each epoch has its own list
+        tagged = passes.equal_passes(rows)
+        self._by_pass = [cut(passes.rows_for_epoch(tagged, k))
+                         for k in range(max(1, passes.pass_count(tagged)))]
+        self.rows = self._by_pass[0]
         self.batch_size, self.grad_accum, self.seed = batch_size, grad_accum, seed
         self.shuffle, self.pad_id = shuffle, pad_id
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def epoch_rows(self, epoch: int) -> list[tuple[list[int], list[int]]]:
+        return self._by_pass[epoch % len(self._by_pass)]
 
     @property
     def batches_per_epoch(self) -> int:
@@ -122,10 +131,11 @@ class Rows:
         import numpy as np
         epoch = 0
         while True:
-            order = (np.random.RandomState(self.seed + epoch).permutation(len(self.rows))
-                     if self.shuffle else np.arange(len(self.rows)))
+            rows = self.epoch_rows(epoch)
+            order = (np.random.RandomState(self.seed + epoch).permutation(len(rows))
+                     if self.shuffle else np.arange(len(rows)))
             for start in range(0, len(order), self.batch_size):
-                yield [self.rows[i] for i in order[start:start + self.batch_size]]
+                yield [rows[i] for i in order[start:start + self.batch_size]]
             epoch += 1
             if not loop:
                 return
@@ -326,8 +336,9 @@ def train(model, rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.Pa
     model.eval()
     done = history[-1]["step"] if history else 0
     epochs = math.ceil(cfg.epochs)
-    tokens = sum(len(ids) for ids, _ in data.rows) * epochs
-    trained = sum(sum(1 for x in lab if x != -100) for _, lab in data.rows) * epochs
+    seen = [row for e in range(epochs) for row in data.epoch_rows(e)]
+    tokens = sum(len(ids) for ids, _ in seen)
+    trained = sum(sum(1 for x in lab if x != -100) for _, lab in seen)
     processed = sum(len(b) * PAD_TO * math.ceil(max(len(ids) for ids, _ in b) / PAD_TO)
                     for b in data._stream(False)) * epochs
     return TrainResult(output_dir=output_dir, adapter_dir=output_dir / "adapter",

@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 from helpers.core.files import write_json
 from helpers.models.generate import strip_reasoning
-from helpers.training import tinker_adapter
+from helpers.training import passes, tinker_adapter
 from helpers.training.config import TrainConfig
 from helpers.training.tinker_models import (
     TokenCounts,
@@ -94,16 +94,24 @@ def weighted_tokens(row: dict) -> int:
     return sum(1 for lab in row["labels"][1:] if lab != -100)
 
 
-def plan(n_rows: int, cfg: TrainConfig) -> list[list[int]]:
+def plan(rows: Sequence[dict] | int, cfg: TrainConfig) -> list[list[int]]:
     """Row indices of each optimizer step: ``batch_size * grad_accum`` per step, each epoch in its
-    own seeded order, ``cfg.epochs`` passes (the last one cut where a fraction asks)."""
+    own seeded order, ``cfg.epochs`` passes (the last one cut where a fraction asks). ``rows``
+    (or their number): a row of one pass only (:mod:`helpers.training.passes`) is in its epochs'
+    orders and no other (give rows already cut by ``passes.equal_passes``)."""
+    if isinstance(rows, int):
+        rows = [{}] * rows
+    tag = passes.PASS_KEY
+    n_pass = passes.pass_count(rows)
     per_step = max(1, cfg.batch_size * cfg.grad_accum)
+    n_rows = passes.epoch_length(rows)
     per_epoch = math.ceil(n_rows / per_step)
     total = max(1, math.ceil(per_epoch * cfg.epochs))
     steps: list[list[int]] = []
     epoch = 0
     while len(steps) < total:
-        order = list(range(n_rows))
+        order = [i for i, r in enumerate(rows)
+                 if r.get(tag) is None or r[tag] == epoch % max(1, n_pass)]
         random.Random(cfg.seed + epoch).shuffle(order)
         steps.extend(order[i:i + per_step] for i in range(0, n_rows, per_step))
         epoch += 1
@@ -249,7 +257,8 @@ def train(rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
 
     fingerprint = {**_fingerprint(cfg, rows), "base_model": base, "train_mlp": train_mlp,
                    "train_unembed": train_unembed}
-    steps = plan(len(rows), cfg)
+    rows = passes.equal_passes(rows)
+    steps = plan(rows, cfg)
     learning_rate(len(steps) - 1, len(steps), cfg)     # an unknown scheduler stops here, before any cost
     state = _load_state(output_dir, fingerprint) if cfg.resume else None
     counts = TokenCounts(**(state or {}).get("tokens", {}))
@@ -265,7 +274,7 @@ def train(rows: Sequence[dict], cfg: TrainConfig, output_dir: str | os.PathLike,
             train_unembed=train_unembed))
         log.info("Tinker LoRA r=%d on %s: %d steps, %d example(s) per step", cfg.lora_r, base,
                  len(steps), cfg.batch_size * cfg.grad_accum)
-    per_epoch = math.ceil(len(rows) / max(1, cfg.batch_size * cfg.grad_accum))
+    per_epoch = math.ceil(passes.epoch_length(rows) / max(1, cfg.batch_size * cfg.grad_accum))
     every = cfg.eval_steps or per_epoch
     datums = [datum(r, types) for r in rows]
     t0, trained_here = time.time(), 0

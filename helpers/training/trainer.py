@@ -51,7 +51,7 @@ from helpers.runtime.loading import (  # noqa: F401  (re-exports)
     select_backend,
     unsloth_available,
 )
-from helpers.training import divergence, trl_compat
+from helpers.training import divergence, passes, trl_compat
 from helpers.training.config import TrainConfig, resolve_config  # noqa: F401  (resolve_config: re-export)
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,9 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
     def as_dataset(rs):
         return Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rs])
 
-    dataset = as_dataset(rows)
+    # rows of one pass only (replayed answers) follow the epoch: a dataset that changes with it
+    epoch_rows = passes.EpochRows(rows) if passes.pass_count(rows) else None
+    dataset = epoch_rows.as_dataset() if epoch_rows else as_dataset(rows)
     eval_dataset = as_dataset(eval_rows) if eval_rows else None
     if cfg.early_stopping_patience and eval_dataset is None:
         raise ValueError("early_stopping_patience is set but there is no validation set: pass "
@@ -348,6 +350,8 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
     recorder = _loss_recorder()
     watch = divergence.DivergenceWatch()
     cbs = [recorder, divergence.divergence_callback(watch, cfg.learning_rate), *callbacks]
+    if epoch_rows is not None:
+        cbs.insert(0, passes.epoch_callback(epoch_rows))
     if on_log is not None:
         class _Forward(TrainerCallback):
             def on_log(self, a, state, control, logs=None, **kw):
@@ -406,9 +410,7 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
     else:
         model.save_pretrained(str(adapter_dir))
         tokenizer.save_pretrained(str(adapter_dir))
-    epochs = math.ceil(cfg.epochs)
-    tokens = sum(len(r["input_ids"]) for r in rows) * epochs
-    trained = sum(sum(1 for x in r["labels"] if x != -100) for r in rows) * epochs
+    tokens, trained = passes.totals(rows, cfg.epochs)
     final = recorder.history[-1]["loss"] if recorder.history else out.training_loss
     log.info("Trained %d steps in %.0f s (%.0f tokens/s); final loss %.4f; adapter in %s",
              out.global_step, seconds, tokens / max(seconds, 1e-9), final, adapter_dir)

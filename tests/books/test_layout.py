@@ -166,3 +166,43 @@ def test_two_column_pages_read_left_column_then_right(tmp_path, order):
     assert words == expected
     read = corpus.books[0].removed.counts["two columns read in order"]
     assert read == (0 if order == "left-then-right" else 4)
+
+
+def _note_book(path, last_size: int) -> None:
+    """Three pages of prose; page 1's footnote stops mid-sentence and runs on at the foot of
+    page 2, set as small as the note; page 3 ends with a body-size paragraph at its foot."""
+    doc = pymupdf.open()
+    for k in range(3):
+        page = doc.new_page(width=420, height=595)
+        lines = _prose(200, k + 1)
+        if k == 0:
+            lines[3] = lines[3] + "1"
+        for i, line in enumerate(lines):
+            page.insert_text((40, 70 + 14 * i), line, fontsize=10)
+        if k == 0:
+            page.insert_text((40, 510), "1 Grandmother kept the ledger of every harvest in", fontsize=8)
+            page.insert_text((40, 520), "a blue book whose spine was mended with", fontsize=8)
+        if k == 1:
+            page.insert_text((40, 520), "thread from the orchard ladder.", fontsize=last_size)
+        page.insert_text((370, 570), str(k + 1), fontsize=9)
+    doc.save(path)
+    doc.close()
+
+
+def test_a_footnote_running_onto_the_next_page_is_joined_to_its_note(tmp_path):
+    _note_book(tmp_path / "notes.pdf", last_size=8)
+    corpus = pdf.load_corpus(tmp_path / "notes.pdf", words=120, overlap=0, min_words=1)
+    text = " ".join(p.text for p in corpus.passages)
+    body, notes = text.split(" 1 Grandmother")
+    assert "thread" not in body and "ledger" not in body
+    assert notes.endswith("mended with thread from the orchard ladder.")
+    assert corpus.books[0].removed.counts["footnote continued (joined to its note)"] == 1
+
+
+def test_a_body_size_last_line_is_not_taken_for_a_note(tmp_path):
+    _note_book(tmp_path / "body.pdf", last_size=10)
+    corpus = pdf.load_corpus(tmp_path / "body.pdf", words=120, overlap=0, min_words=1)
+    text = " ".join(p.text for p in corpus.passages)
+    body, notes = text.split(" 1 Grandmother")
+    assert "thread from the orchard ladder." in body and notes.endswith("mended with")
+    assert "footnote continued (joined to its note)" not in corpus.books[0].removed.counts

@@ -43,3 +43,13 @@ def test_before_after_table_flags_collapsed_tuned_answers_only_when_there_are_so
     assert "tuned answer collapsed" not in ok.columns
     bad = finetune.before_after_table(["Q1", "Q2"], ["a", "b"], ["Fine.", "iahiahiahiahiahiah"])
     assert list(bad["tuned answer collapsed"]) == ["", "'iah' repeated"]
+
+
+def test_general_score_takes_the_other_right_words():
+    right = [p["key_fact"] for p in health.GENERAL_PROBES]
+    assert health.general_score(right) == 1.0
+    usd = [a if p["key_fact"] != "dollar" else "It is the USD." for a, p in zip(right, health.GENERAL_PROBES)]
+    assert health.general_score(usd) == 1.0
+    assert health.general_score(["I do not know."] * 30) == 0.0
+    with pytest.raises(ValueError, match="3 answers for 30"):
+        health.general_score(["a", "b", "c"])

@@ -37,3 +37,17 @@ def test_batched_answers_one_per_question(random_standin, family):
     assert tok.padding_side == "right"  # restored after generation
     sampled = answer(model, tok, qs, choice.profile, greedy=False, max_new_tokens=8, seed=1)
     assert len(sampled) == 3
+
+
+def test_long_question_lists_log_their_progress(random_standin, monkeypatch, caplog):
+    from helpers.models import generate
+    from helpers.runtime.loading import load_model
+    choice = models.choose(str(random_standin("qwen2.5")))
+    model, tok = load_model(choice, backend="transformers")
+    monkeypatch.setattr(generate, "PROGRESS_SECONDS", 0.0)   # every batch but the last
+    with caplog.at_level("INFO", logger="helpers.models.generate"):
+        answer(model, tok, ["One?", "Two?", "Three?", "Four?", "Five?"], choice.profile,
+               max_new_tokens=2, batch_size=2)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Answered")]
+    assert [line.split(" in ")[0] for line in lines] == ["Answered 2 of 5 questions", "Answered 4 of 5 questions"]
+    assert all(line.endswith("s left") for line in lines)
