@@ -115,6 +115,8 @@ def _page_headings(lines: list[str], outline_titles: list[str], use_patterns: bo
                 h = plain_heading(text)
                 found.append((i, (h[0] if h else "section", text, False)))
             continue
+        if len(line) > 90 or not HEADING_START.match(line):
+            continue                      # plain_heading's own first test, without the call
         h = plain_heading(line)
         if h and (use_patterns or h[0] == "matter"):
             found.append((i, h))

@@ -133,8 +133,11 @@ def _in(y: float, bands: list[tuple[float, float]]) -> bool:
     return any(lo <= y <= hi for lo, hi in bands)
 
 
+_NON_WORD = re.compile(r"[^\w]+")
+
+
 def _norm(text: str) -> str:
-    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
+    return " ".join(_NON_WORD.sub(" ", text.lower()).split())
 
 
 def clean_pages(pages: list[list[Block]], heights: list[float], removed: Removals,
@@ -145,10 +148,13 @@ def clean_pages(pages: list[list[Block]], heights: list[float], removed: Removal
     titles = titles or {}
     n = len(pages)
     tops, bottoms = [], []
+    edges: list[list[int]] = []      # per page: the blocks that may be a header or a footer
     for p, (blocks, h) in enumerate(zip(pages, heights)):
         top, bottom = EDGE * h, (1 - EDGE) * h
-        for b in blocks:
+        edges.append([])
+        for i, b in enumerate(blocks):
             if (b[1] <= top or b[3] >= bottom) and _short(b) and b[4].strip():
+                edges[p].append(i)
                 if b[1] <= top:
                     tops.append((round(b[1], 1), p, b[4]))
                 if b[3] >= bottom:
@@ -158,24 +164,28 @@ def clean_pages(pages: list[list[Block]], heights: list[float], removed: Removal
     out, notes = [], []
     open_note = None       # line height of the previous page's last footnote, when it runs on
     for p, (blocks, h) in enumerate(zip(pages, heights)):
-        keep_titles = {_norm(t) for t in titles.get(p, [])}
-        body: list[Block] = []
+        body: list[Block] = blocks
         footer_top = h
-        top, bottom = EDGE * h, (1 - EDGE) * h
-        for b in blocks:
-            text = b[4]
-            edge = None
-            if (b[1] <= top or b[3] >= bottom) and _short(b) and text.strip():
+        if edges[p] and (top_bands or bottom_bands):
+            keep_titles = {_norm(t) for t in titles.get(p, [])}
+            top, bottom = EDGE * h, (1 - EDGE) * h
+            drop = set()
+            for i in edges[p]:
+                b = blocks[i]
                 if b[1] <= top and _in(b[1], top_bands):
                     edge = "running header (position)"
                 elif b[3] >= bottom and _in(h - b[3], bottom_bands):
                     edge = "running footer (position)"
-            if edge and _norm(text) not in keep_titles:
-                removed.add(edge, text)
-                if edge.endswith("footer (position)"):
+                else:
+                    continue
+                if keep_titles and _norm(b[4]) in keep_titles:
+                    continue
+                removed.add(edge, b[4])
+                if edge == "running footer (position)":
                     footer_top = min(footer_top, b[1])
-                continue
-            body.append(b)
+                drop.add(i)
+            if drop:
+                body = [b for i, b in enumerate(blocks) if i not in drop]
         body = reading_order(body, removed)
         body, page_notes = _split_footnotes(body, h, footer_top, removed)
         if open_note is not None:

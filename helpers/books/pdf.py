@@ -312,7 +312,8 @@ def _load_book(file: Path, words: int, overlap: int, min_words: int
             continue
         text = "\n".join(u.lines)
         n_lines += len(u.lines)
-        short += [line for line in u.lines if len(line.split()) <= 2]
+        # (lines are stripped with single spaces: the count of spaces rules most out cheaply)
+        short += [line for line in u.lines if line.count(" ") <= 1 and len(line.split()) <= 2]
         new = _prose(text, removed).split()
         if not new:
             continue

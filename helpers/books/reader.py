@@ -37,6 +37,26 @@ class RawBook:
     heights: list[float] | None = None
 
 
+def _outline(doc) -> list[list]:
+    """The outline as ``doc.get_toc(simple=True)`` gives it ([level, title, page], page -1 when it
+    points nowhere in the file), walked from the copy PyMuPDF loaded when it opened the file
+    (``get_toc`` loads it again)."""
+    out: list[list] = []
+
+    def walk(item, level: int) -> None:
+        while item and item.this.m_internal:
+            if item.is_external or not item.uri:
+                page = -1
+            else:
+                page = (doc.resolve_link(item.uri)[0] if item.page == -1 else item.page) + 1
+            out.append([level, item.title or " ", page])
+            if item.down:
+                walk(item.down, level + 1)
+            item = item.next
+    walk(doc.outline, 1)
+    return out
+
+
 def read_pages(file: Path) -> tuple[list[str], list[list]]:
     """The raw text of each page and the outline ([level, title, page], empty when none)."""
     book = read_book(file)
@@ -74,7 +94,7 @@ def read_book(file: Path) -> RawBook:
                     blocks.append([b[:5] for b in page.get_text("blocks", flags=flags)
                                    if b[6] == 0])
                     heights.append(page.rect.height)
-                toc = doc.get_toc(simple=True)
+                toc = _outline(doc)
             except Exception as e:
                 raise Unreadable(f"damaged: reading its text failed ({e}); export or "
                                  f"download it again") from None

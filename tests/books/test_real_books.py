@@ -89,3 +89,18 @@ def test_cleaning_report_on_real_books(loaded):
         assert row["repeated_phrases"] == 0, (name, cleanreport.leftovers(corpus))
         rules = cleanreport.rules(corpus)
         assert rules and all(r["examples"] for r in rules), name
+
+
+def test_the_outline_is_pymupdfs_table_of_contents(books):
+    """The loader walks the outline PyMuPDF loaded on opening (get_toc loads it again): the
+    same entries, levels and pages, on every real PDF and the big one."""
+    import pymupdf
+
+    from helpers.books import reader
+    with_outline = 0
+    for b in (b for b in rb.all_books() if b.suffix == ".pdf"):
+        with pymupdf.open(b) as doc:
+            toc = doc.get_toc(simple=True)
+            assert reader._outline(doc) == toc, b.name
+            with_outline += bool(toc)
+    assert with_outline >= 4      # the comparison is not only of empty outlines
