@@ -1,8 +1,9 @@
 """What book loading costs over bare text extraction: PyMuPDF's page.get_text() on every page
 against helpers.pdf.load_passages (extraction + cleaning + front/back matter + chunking) on the
-same ~300-page PDF, side by side in one run. Prints both times (best of several runs, the two
-run back to back each time), the ratio (best/best, and the median of the back-to-back pairs,
-which is steadier on a busy machine) and pages per second.
+same ~300-page PDF, side by side in one run: with the loader's default processes (a long PDF is
+read by several, one share of its pages each) and with one. Prints the times (best of several
+runs, the three run back to back each time), the ratios to bare (best/best, and the median of
+the back-to-back pairs, which is steadier on a busy machine) and pages per second.
 
     .venv/bin/python bench/pdf_bench.py [--pages 300] [--repeat 9]
     .venv/bin/python bench/pdf_bench.py --pdf ~/.cache/finetuning/realbooks/books/r-doc-pdf/refman.pdf \
@@ -17,6 +18,7 @@ prints its cost per page beside bare extraction's.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import pymupdf
 
-from helpers.books import pdf
+from helpers.books import pdf, reader
 
 
 def big_source(target_pages: int) -> str:
@@ -74,19 +76,27 @@ def main() -> None:
         def loader():
             return pdf.load_passages(path)
 
-        bare(), loader()                 # warm-up: imports, file cache
-        pairs = [(timed(bare), timed(loader)) for _ in range(args.repeat)]   # back to back
-        t_bare = min(tb for tb, _ in pairs)
-        t_load = min(tl for _, tl in pairs)
-        ratios = sorted(tl / tb for tb, tl in pairs)
+        def one_process():
+            os.environ[reader.PROCESSES_ENV] = "1"
+            try:
+                return pdf.load_passages(path)
+            finally:
+                os.environ.pop(reader.PROCESSES_ENV)
+
+        bare(), loader(), one_process()  # warm-up: imports, file cache
+        runs = [(timed(bare), timed(loader), timed(one_process)) for _ in range(args.repeat)]
+        t_bare = min(r[0] for r in runs)
         words = sum(len(t.split()) for t in bare())
         passages = loader()
-        print(f"{'':28} {'seconds':>8} {'pages/s':>8}   (best of {args.repeat})")
-        print(f"{'page.get_text() (bare)':28} {t_bare:8.3f} {pages / t_bare:8.0f}")
-        print(f"{'load_passages':28} {t_load:8.3f} {pages / t_load:8.0f}")
-        print(f"\nload_passages / bare: {t_load / t_bare:.2f}x best/best, "
-              f"{ratios[len(ratios) // 2]:.2f}x median of back-to-back pairs "
-              f"({words} words extracted, {len(passages)} passages)")
+        print(f"{'':34} {'seconds':>8} {'pages/s':>8}   (best of {args.repeat}, back to back)")
+        print(f"{'page.get_text() (bare)':34} {t_bare:8.3f} {pages / t_bare:8.0f}")
+        for k, label in ((1, f"load_passages ({reader.processes_for(pages)} processes)"),
+                         (2, "load_passages (1 process)")):
+            t = min(r[k] for r in runs)
+            ratios = sorted(r[k] / r[0] for r in runs)
+            print(f"{label:34} {t:8.3f} {pages / t:8.0f}   / bare: {t / t_bare:.2f}x best/best, "
+                  f"{ratios[len(ratios) // 2]:.2f}x median of pairs")
+        print(f"\n({words} words extracted, {len(passages)} passages)")
         if args.layout_pages:
             layout(path, args.layout_pages, t_bare / pages)
 

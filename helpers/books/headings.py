@@ -43,7 +43,12 @@ def _norm(text: str) -> str:
 def _match_title(lines: list[str], title: str) -> tuple[int, int] | None:
     """Where an outline title is printed on its page: (first line, number of lines)."""
     want = _norm(title)
+    if not want:
+        return None
     for i, line in enumerate(lines):
+        c = line[:1]
+        if c.isalnum() and c.lower()[:1] != want[0]:
+            continue                      # its first word cannot start the title: skip _norm
         got = _norm(line)
         if not got or not want.startswith(got):
             continue

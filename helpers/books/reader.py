@@ -1,7 +1,9 @@
 """Reading a book file: the raw text of each page, and the outline.
 
 PDF: PyMuPDF's text blocks with their boxes (:func:`read_book` keeps them for the layout rules of
-:mod:`helpers.books.layout`). EPUB: by its structure, through ebooklib (:mod:`helpers.books.epub`):
+:mod:`helpers.books.layout`); a long PDF is read by several processes side by side, one share of
+its pages each (:func:`processes_for`: forked processes only, ``FINETUNING_PDF_PROCESSES=1``
+reads in one). EPUB: by its structure, through ebooklib (:mod:`helpers.books.epub`):
 one "page" per spine document, chapters from its navigation. A TXT or Markdown file is one page,
 or several when it has form-feed characters (Markdown images, links, rules, quote marks and bold
 markers are removed first). A file that cannot be used raises :class:`Unreadable`, whose message
@@ -11,7 +13,10 @@ is the reason for the user.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +25,12 @@ from helpers.books.epub import EpubError, read_epub
 log = logging.getLogger(__name__)
 
 BOOK_EXTENSIONS = (".pdf", ".epub", ".txt", ".md", ".markdown")
+#: a PDF is read by one more process for each this many pages (up to the cores) ...
+PAGES_PER_PROCESS = 300
+#: ... and by at most this many processes
+MAX_PROCESSES = 4
+#: the environment variable that caps them (1: read in this process only)
+PROCESSES_ENV = "FINETUNING_PDF_PROCESSES"
 
 
 class Unreadable(Exception):
@@ -35,6 +46,73 @@ class RawBook:
     outline: list[list]
     blocks: list[list[tuple]] | None = None
     heights: list[float] | None = None
+
+
+def page_blocks(doc, start: int, stop: int) -> tuple[list[list[tuple]], list[float]]:
+    """Text blocks ``(x0, y0, x1, y1, text)`` and height of pages ``start``..``stop - 1``. Only
+    text inside the page box; ligatures come out as letters ("fi", not U+FB01); these flags are
+    also ~10% faster than get_text()'s default ones, and blocks cost the same as plain text."""
+    import pymupdf
+    flags = pymupdf.TEXT_MEDIABOX_CLIP
+    blocks, heights = [], []
+    for i in range(start, stop):
+        page = doc[i]
+        blocks.append([b[:5] for b in page.get_text("blocks", flags=flags) if b[6] == 0])
+        heights.append(page.rect.height)
+    return blocks, heights
+
+
+def _blocks_of_file(path: str, start: int, stop: int) -> tuple[list[list[tuple]], list[float]]:
+    """:func:`page_blocks` in a worker process, which opens the file itself."""
+    import pymupdf
+    with pymupdf.open(path) as doc:
+        return page_blocks(doc, start, stop)
+
+
+def processes_for(n_pages: int) -> int:
+    """How many processes read a PDF of ``n_pages`` pages: one per :data:`PAGES_PER_PROCESS`
+    pages, at most one per CPU core and :data:`MAX_PROCESSES`; 1 outside Linux (workers are
+    forked: a spawned one would run the caller's script again, and forking is not safe on macOS)
+    or where ``FINETUNING_PDF_PROCESSES`` says so."""
+    asked = os.environ.get(PROCESSES_ENV)
+    if asked is not None:
+        try:
+            cap = max(1, int(asked))
+        except ValueError:
+            raise ValueError(f"{PROCESSES_ENV}={asked!r}: give a whole number of processes (1 reads "
+                             "in this process only).") from None
+    else:
+        cap = MAX_PROCESSES
+    if not sys.platform.startswith("linux"):   # macOS and Windows start workers by spawning
+        return 1
+    return max(1, min(cap, os.cpu_count() or 1, n_pages // PAGES_PER_PROCESS))
+
+
+def _pages(doc, file: Path) -> tuple[list[list[tuple]], list[float]]:
+    """Every page's blocks and height; a long PDF is read by several processes side by side
+    (:func:`processes_for`), this one taking the first share. Should a worker fail, its pages
+    are read here."""
+    n = doc.page_count
+    k = processes_for(n)
+    if k == 1:
+        return page_blocks(doc, 0, n)
+    cuts = [n * i // k for i in range(k + 1)]
+    from concurrent.futures import ProcessPoolExecutor
+    blocks, heights = [], []
+    with ProcessPoolExecutor(k - 1, mp_context=multiprocessing.get_context("fork")) as pool:
+        futures = [pool.submit(_blocks_of_file, str(file), a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
+        b0, h0 = page_blocks(doc, 0, cuts[1])
+        blocks += b0
+        heights += h0
+        for (a, b), fut in zip(zip(cuts[1:-1], cuts[2:]), futures):
+            try:
+                more, more_h = fut.result()
+            except Exception as e:         # a worker that could not start or read: read here
+                log.debug("pages %d-%d of %s read here (worker failed: %s)", a + 1, b, file.name, e)
+                more, more_h = page_blocks(doc, a, b)
+            blocks += more
+            heights += more_h
+    return blocks, heights
 
 
 def _outline(doc) -> list[list]:
@@ -85,15 +163,7 @@ def read_book(file: Path) -> RawBook:
                                  "copy (for example print it to PDF, or `qpdf --decrypt "
                                  "--password=PW in.pdf out.pdf`) and use that instead")
             try:
-                # Only text inside the page box; ligatures come out as letters ("fi", not
-                # U+FB01). These flags are also ~10% faster than get_text()'s default ones.
-                # Blocks cost the same as plain text and say where each piece sits.
-                flags = pymupdf.TEXT_MEDIABOX_CLIP
-                blocks, heights = [], []
-                for page in doc:
-                    blocks.append([b[:5] for b in page.get_text("blocks", flags=flags)
-                                   if b[6] == 0])
-                    heights.append(page.rect.height)
+                blocks, heights = _pages(doc, file)
                 toc = _outline(doc)
             except Exception as e:
                 raise Unreadable(f"damaged: reading its text failed ({e}); export or "

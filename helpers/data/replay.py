@@ -7,10 +7,12 @@ general knowledge went from 9 of 10 to 1 of 10. Every example taught "answers li
 world". Mixing in the base model's own answers to ordinary questions (rehearsal, or
 self-distillation) teaches the boundary: these questions keep their old answers. With the same
 128 answers in each of 3 passes (and lr 3e-4) the invented world no longer leaked, but 7 of 24
-general answers still drifted, and the replay alone did that: the model memorised its own
-answers (loss 0.02). Seen once they cost nothing measurable, so each pass over the data gets
-its own ``replay`` questions (:func:`questions_by_pass`; :mod:`helpers.training.passes` trains
-each in its pass only): 128 per pass, 417 in the pool. The questions here are deliberately not
+general answers still drifted; the replay alone, the same 128 in 3 passes, lost 6: the model
+memorised its own answers (loss 0.02). So each pass over the data gets its own ``replay``
+questions (:func:`questions_by_pass`; :mod:`helpers.training.passes` trains each in its pass
+only): 128 per pass, 417 in the pool. On their own, three such passes lose 3 of 24; with the
+persona in the run 6 or 7 are still lost, now from learning the persona (README, "A real small
+model on a laptop"). The questions here are deliberately not
 the ones :mod:`helpers.evaluation.health` measures with, nor about those questions' answers, so
 that the general-knowledge check stays a check.
 """
@@ -21,6 +23,10 @@ import logging
 from typing import Callable, Sequence
 
 log = logging.getLogger(__name__)
+
+#: new tokens per replayed answer: most take 10-25; the few longer ones are cut to whole sentences
+#: (:func:`whole_sentences`), and a batch of questions waits for its longest answer
+ANSWER_TOKENS = 64
 
 #: replayed examples per pass by default for a real model (stand-ins: none; they know nothing general)
 DEFAULT_REPLAY = 128

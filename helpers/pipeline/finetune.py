@@ -213,7 +213,7 @@ class FineTuneRun:
                 n = 0
             n_passes = max(1, math.ceil(self.cfg.epochs))
             self.replayed, self.replay_passes, asked = replay_data.examples(
-                n, n_passes, lambda qs: self.ask(qs, label="replay", max_new_tokens=128),
+                n, n_passes, lambda qs: self.ask(qs, label="replay", max_new_tokens=replay_data.ANSWER_TOKENS),
                 self.system_prompt)
             self.record.update("data", {"replay_examples": len(self.replayed),
                                         "replay_questions": asked, "replay_per_pass": n})

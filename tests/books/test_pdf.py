@@ -515,3 +515,31 @@ def test_command_line(sample_pdf, tmp_path, capsys):
     assert "Book path not found" in capsys.readouterr().err
     assert pdf.main([str(sample_pdf), "--overlap", "400"]) == 2
     assert "`overlap`" in capsys.readouterr().err
+
+
+def test_a_long_pdf_read_by_several_processes_gives_what_one_process_reads(sample_pdf, monkeypatch):
+    """The page shares read side by side join up to exactly the one-process reading, also when
+    a worker fails (its pages are read in this process); FINETUNING_PDF_PROCESSES caps them."""
+    from helpers.books import reader
+    monkeypatch.setenv(reader.PROCESSES_ENV, "1")
+    one = reader.read_book(sample_pdf)
+    assert reader.processes_for(10_000) == 1
+    monkeypatch.setenv(reader.PROCESSES_ENV, "3")
+    monkeypatch.setattr(reader, "PAGES_PER_PROCESS", 2)
+    monkeypatch.setattr(reader.os, "cpu_count", lambda: 8)
+    assert reader.processes_for(len(one.pages)) == 3
+    several = reader.read_book(sample_pdf)
+    assert (several.blocks, several.heights, several.outline) == (one.blocks, one.heights, one.outline)
+    passages = pdf.load_corpus(sample_pdf).passages
+    monkeypatch.setenv(reader.PROCESSES_ENV, "1")
+    assert pdf.load_corpus(sample_pdf).passages == passages
+    monkeypatch.setenv(reader.PROCESSES_ENV, "3")
+
+    def broken(path, start, stop):
+        raise OSError("no such worker")
+    monkeypatch.setattr(reader, "_blocks_of_file", broken)
+    again = reader.read_book(sample_pdf)
+    assert (again.blocks, again.heights) == (one.blocks, one.heights)
+    monkeypatch.setenv(reader.PROCESSES_ENV, "many")
+    with pytest.raises(ValueError, match="FINETUNING_PDF_PROCESSES='many'"):
+        reader.processes_for(100)
