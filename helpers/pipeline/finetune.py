@@ -34,6 +34,7 @@ from helpers.runtime.distributed import DistributedError, distributed
 from helpers.training import datacard, divergence, fallback, mlx_backend, passes, trainer
 from helpers.training import masks as templates
 from helpers.training.config import epochs_from_data, resolve_config
+from helpers.training.runrecord import ReplicaRecord as _ReplicaRecord  # noqa: F401  (preference)
 from helpers.training.runrecord import RunRecord
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,6 @@ log = logging.getLogger(__name__)
 #: new tokens per fact-recall answer: a taught fact comes in the first sentence (Mariya's answers
 #: are 25 words at most), and a real model's long base answers would otherwise dominate the time
 RECALL_MAX_NEW_TOKENS = 64
-
-
-class _ReplicaRecord(RunRecord):
-    """The run record of a process other than the main one in a multi-process run: kept in
-    memory, never written (the main process alone writes run.json)."""
-
-    def save(self) -> None:
-        pass
 
 
 def _answers_here() -> bool:
@@ -198,12 +191,10 @@ class FineTuneRun:
         return stats
 
     def replay_examples(self) -> list[list[dict]]:
-        """The base model's own answers to general questions (:mod:`helpers.data.replay`), made
-        once before training and trained on beside the data, so that the persona's world does
-        not overwrite what the model knew. ``replay`` answers per pass over the data (None: 128
-        for a real model, 0 for a stand-in, which knows nothing general), each pass its own
-        questions (:func:`helpers.data.replay.questions_by_pass`; :attr:`replay_passes` says
-        which pass each conversation belongs to)."""
+        """The base model's own answers to general questions (:mod:`helpers.data.replay`),
+        trained beside the data so that the persona's world does not overwrite what the model
+        knew: ``replay`` per pass (None: 128 for a real model, 0 for a stand-in), each pass its
+        own (:attr:`replay_passes`: the pass of each conversation)."""
         if self.replayed is None:
             n = self.replay if self.replay is not None else (
                 0 if self.profile.is_standin else replay_data.DEFAULT_REPLAY)
@@ -218,8 +209,8 @@ class FineTuneRun:
             self.record.update("data", {"replay_examples": len(self.replayed),
                                         "replay_questions": asked, "replay_per_pass": n})
             if self.replayed:
-                log.info("Replay: %d general questions answered by the base model join the "
-                         "training data, %d in each of %d passes", asked, n, n_passes)
+                log.info("Replay: %d general answers of the base model join the data, %d in each "
+                         "of %d passes", asked, n, n_passes)
         return self.replayed
 
     def example_mask(self, index: int = 0) -> dict[str, str]:

@@ -172,3 +172,11 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_dir():
         path = path / "run.json"
     return json.loads(path.read_text())
+
+
+class ReplicaRecord(RunRecord):
+    """The run record of a process other than the main one in a multi-process run: kept in
+    memory, never written (the main process alone writes run.json)."""
+
+    def save(self) -> None:
+        pass
