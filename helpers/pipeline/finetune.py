@@ -31,7 +31,7 @@ from helpers.pipeline.arguments import RUN_CLASSES, RUN_ERRORS, parser
 from helpers.pipeline.tables import _export_entry, before_after_table, export_table  # noqa: F401  (re-exports)
 from helpers.runtime import loading, memory
 from helpers.runtime.distributed import DistributedError, distributed
-from helpers.training import datacard, divergence, fallback, mlx_backend, passes, trainer
+from helpers.training import anchor, datacard, divergence, fallback, mlx_backend, passes, trainer
 from helpers.training import masks as templates
 from helpers.training.config import epochs_from_data, resolve_config
 from helpers.training.runrecord import ReplicaRecord as _ReplicaRecord  # noqa: F401  (preference)
@@ -187,6 +187,7 @@ class FineTuneRun:
                 max_seq_length=self.cfg.max_seq_length, model=self.profile.name,
                 **templates.with_thinking(self.tokenizer, self.profile.template_kwargs, self.thinking))
         passes.tag(self.rows, self.replay_passes)   # the replayed rows (last): their own pass each
+        anchor.mark(self.rows, len(self.replay_passes))
         self.record.update("data", stats)
         return stats
 

@@ -88,8 +88,18 @@ def totals(rows: Sequence[dict], epochs: float) -> tuple[int, int]:
     return tokens, trained
 
 
+#: what the trainer reads of a row: its tokens, labels, and the base model's targets where the
+#: replayed rows carry them (:mod:`helpers.training.anchor`)
+ITEM_KEYS = ("input_ids", "labels", "teacher_ids", "teacher_logprobs")
+
+
+def item(row: dict) -> dict:
+    """The part of ``row`` the trainer reads (:data:`ITEM_KEYS` that it has)."""
+    return {k: row[k] for k in ITEM_KEYS if k in row}
+
+
 class EpochRows:
-    """The current epoch's rows by index (only ``input_ids`` and ``labels``); ``epoch`` is set by
+    """The current epoch's rows by index (:func:`item` of each); ``epoch`` is set by
     :func:`epoch_callback`. :meth:`as_dataset` is what TRL's trainer takes (it accepts only a
     ``datasets.Dataset``)."""
 
@@ -103,8 +113,7 @@ class EpochRows:
         return len(self._by_pass[0])
 
     def __getitem__(self, i: int) -> dict:
-        r = self._by_pass[self.epoch % len(self._by_pass)][i]
-        return {"input_ids": r["input_ids"], "labels": r["labels"]}
+        return item(self._by_pass[self.epoch % len(self._by_pass)][i])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -116,7 +125,7 @@ class EpochRows:
 
         def fetch(batch: dict) -> dict:
             items = [self[i] for i in batch["index"]]
-            return {"input_ids": [r["input_ids"] for r in items], "labels": [r["labels"] for r in items]}
+            return {k: [r[k] for r in items] for k in items[0]}
         return Dataset.from_dict({"index": list(range(len(self)))}).with_transform(fetch)
 
 

@@ -51,7 +51,7 @@ from helpers.runtime.loading import (  # noqa: F401  (re-exports)
     select_backend,
     unsloth_available,
 )
-from helpers.training import divergence, passes, trl_compat
+from helpers.training import anchor, divergence, passes, trl_compat
 from helpers.training.config import TrainConfig, resolve_config  # noqa: F401  (resolve_config: re-export)
 
 log = logging.getLogger(__name__)
@@ -217,8 +217,9 @@ def prepare_for_training(model) -> None:
     base.config.use_cache = False
 
 
-def _collator(pad_token_id: int, padding_free: bool):
-    """TRL's collator (labels used as given), counting the real and the processed tokens."""
+def _collator(pad_token_id: int, padding_free: bool, anchored: bool = False):
+    """TRL's collator (labels used as given), counting the real and the processed tokens; with
+    ``anchored``, it also joins the replayed rows' targets (:func:`anchor.batch_targets`)."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     class CountingCollator(DataCollatorForLanguageModeling):
@@ -226,7 +227,10 @@ def _collator(pad_token_id: int, padding_free: bool):
         processed_tokens: int = 0
 
         def torch_call(self, examples):
+            targets = anchor.batch_targets(examples) if anchored else None
             out = super().torch_call(examples)
+            if targets:
+                out.update(targets)
             self.real_tokens += sum(len(e["input_ids"]) for e in examples)
             self.processed_tokens += out["input_ids"].numel()
             return out
@@ -297,7 +301,15 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
     output_dir = Path(output_dir)
     backend = getattr(model, "_finetuning_backend", "transformers")
     def as_dataset(rs):
-        return Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rs])
+        return Dataset.from_list([passes.item(r) for r in rs])
+
+    # replayed answers trained towards the base model's distribution (helpers.training.anchor)
+    anchored = bool(cfg.replay_kl and anchor.marked(rows)) and backend == "transformers"
+    if anchored:
+        anchor.teacher_targets(model, rows)
+    elif cfg.replay_kl and anchor.marked(rows):
+        log.info("Replay: the %s backend trains the replayed answers as ordinary labels "
+                 "(the base model's distribution is used by the transformers backend only)", backend)
 
     # rows of one pass only (replayed answers) follow the epoch: a dataset that changes with it
     epoch_rows = passes.EpochRows(rows) if passes.pass_count(rows) else None
@@ -366,15 +378,16 @@ def train(model, tokenizer, rows: Sequence[dict], cfg: TrainConfig, output_dir: 
         tokenizer.pad_token = tokenizer.eos_token
     family = getattr(getattr(model, "config", None), "model_type", "")
     padding_free = cfg.padding_free if cfg.padding_free is not None else auto_padding_free(backend, family)
-    collator = _collator(tokenizer.pad_token_id, padding_free)
+    collator = _collator(tokenizer.pad_token_id, padding_free, anchored)
     prepare_for_training(model)
     # TensorBoard's callback reads its folder from the environment when it is created
     saved_env = os.environ.get("TENSORBOARD_LOGGING_DIR")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(output_dir / "tensorboard")
     try:
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
-                             processing_class=tokenizer, data_collator=collator,
-                             callbacks=cbs + [_progress_logger()])
+        trainer_cls = anchor.trainer_class(SFTTrainer, cfg.replay_kl) if anchored else SFTTrainer
+        trainer = trainer_cls(model=model, args=args, train_dataset=dataset, eval_dataset=eval_dataset,
+                              processing_class=tokenizer, data_collator=collator,
+                              callbacks=cbs + [_progress_logger()])
     finally:
         if saved_env is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
