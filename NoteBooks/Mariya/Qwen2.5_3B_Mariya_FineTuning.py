@@ -104,6 +104,9 @@ run.recall_table()
 # (*replay*, the `replay` setting; none for a stand-in, which knows nothing general): without
 # them a real 0.5B model carried Mariya's world into every answer ("The Mona Lisa was painted by
 # Cindermaven"), and with the same ones every pass it memorised them and lost other answers.
+# They are trained towards the base model's whole next-token distribution, not its one answer
+# (the `replay_kl` setting, transformers backend), so they hold the model where it was without
+# pushing it themselves.
 # Only the assistant's answer and the token that ends its turn are trained; the prompt, the
 # role headers and padding are not. Below: one example as the model sees it, then the part of
 # it that carries loss.

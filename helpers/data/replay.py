@@ -11,8 +11,10 @@ general answers still drifted; the replay alone, the same 128 in 3 passes, lost 
 memorised its own answers (loss 0.02). So each pass over the data gets its own ``replay``
 questions (:func:`questions_by_pass`; :mod:`helpers.training.passes` trains each in its pass
 only): 128 per pass, 417 in the pool. On their own, three such passes lose 3 of 24; with the
-persona in the run 6 or 7 are still lost, now from learning the persona (README, "A real small
-model on a laptop"). The questions here are deliberately not
+persona in the run 6 or 7 were still lost. Trained as labels, a replayed answer is itself a push
+towards one greedy answer; the transformers backend now trains them towards the base model's
+whole next-token distribution instead (:mod:`helpers.training.anchor`, README "A real small
+model on a laptop" for what that kept). The questions here are deliberately not
 the ones :mod:`helpers.evaluation.health` measures with, nor about those questions' answers, so
 that the general-knowledge check stays a check.
 """

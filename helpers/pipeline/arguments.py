@@ -56,6 +56,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-accum", type=int, default=None, help="gradient accumulation steps")
     t.add_argument("--max-seq-length", type=int, default=None, help="longest sequence in tokens")
     t.add_argument("--seed", type=int, default=None, help="random seed")
+    t.add_argument("--replay-kl", type=float, default=None,
+                   help="weight of the KL divergence that holds replayed answers to the base "
+                        "model's whole next-token distribution (transformers backend; default "
+                        "16; 0: train them as ordinary labels)")
     t.add_argument("--load-in-8bit", action="store_true", default=None,
                    help="base weights in 8 bits (bitsandbytes; CUDA only): about half the 16-bit "
                         "weight memory; turns off the profile's 4-bit default")

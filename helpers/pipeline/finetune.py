@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend=args.backend, epochs=args.epochs, learning_rate=args.learning_rate,
             lora_r=args.lora_r, lora_alpha=args.lora_alpha, batch_size=args.batch_size,
             grad_accum=args.grad_accum, max_seq_length=args.max_seq_length, seed=args.seed,
-            load_in_8bit=args.load_in_8bit)
+            load_in_8bit=args.load_in_8bit, replay_kl=args.replay_kl)
         dataset = data_mod.load(args.data)  # validate before loading any model
         # which probes are trained phrasings: the training data decides
         probes = recall.mark_seen(data_mod.load_probes(args.probes), dataset.prompts()) if args.probes else []

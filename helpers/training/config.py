@@ -45,7 +45,7 @@ class TrainConfig:
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: load base weights in 4 bits (GPU only)"})
     load_in_8bit: bool = field(default=False, metadata={"help": "load base weights in 8 bits (bitsandbytes LLM.int8, quantized from the 16-bit checkpoint while loading; GPU only): about half the 16-bit weight memory, less rounding than 4 bits; not with load_in_4bit"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass: less memory, ~20-30% slower"})
-    replay_kl: float = field(default=1.0, metadata={"help": "weight of the KL divergence that trains replayed general answers towards the base model's whole next-token distribution rather than its one answer (transformers backend; helpers.training.anchor); 0 trains them as ordinary labels"})
+    replay_kl: float = field(default=16.0, metadata={"help": "weight of the KL divergence that trains replayed general answers towards the base model's whole next-token distribution rather than its one answer (transformers backend; helpers.training.anchor, where the weight is measured); 0 trains them as ordinary labels"})
     backend: str = field(default="auto", metadata={"help": "auto, unsloth, transformers, mlx (Apple silicon: helpers.training.mlx_backend), or tinker (Tinker's service trains; needs TINKER_API_KEY)"})
 
     def __post_init__(self) -> None:

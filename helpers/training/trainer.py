@@ -258,6 +258,8 @@ def _fingerprint(cfg: TrainConfig, rows: Sequence[dict]) -> dict[str, Any]:
                 if k not in ("resume", "report_to", "logging_steps", "keep_checkpoints")}
     if not settings.get("load_in_8bit"):  # added later: off, it leaves older checkpoints resumable
         settings.pop("load_in_8bit", None)
+    if not anchor.marked(rows):  # without replayed rows it changes nothing (and older runs resume)
+        settings.pop("replay_kl", None)
     return {"settings": settings, "data_sha256": h.hexdigest()}
 
 

@@ -168,3 +168,19 @@ def test_weight_scales_the_replayed_positions_only():
     # (ce + w * kl) / 2: the weight moves only the replayed position's share
     assert torch.allclose(two - one, one - none)
     assert (two - one).item() > 0
+
+
+def test_replay_kl_is_a_resume_setting_only_where_rows_are_replayed():
+    from helpers import models
+    from helpers.pipeline.finetune import parser
+    from helpers.training import trainer
+    from helpers.training.config import resolve_config
+    profile = models.get_profile("qwen2.5-0.5b")
+    rows = [{"input_ids": [1, 2], "labels": [-100, 2]}]
+    assert "replay_kl" not in trainer._fingerprint(resolve_config(profile), rows)["settings"]
+    anchor.mark(rows, 1)
+    one, off = (trainer._fingerprint(resolve_config(profile, replay_kl=w), rows) for w in (1.0, 0.0))
+    assert one["settings"]["replay_kl"] == 1.0 and one != off
+    base = ["--data", "d.jsonl", "--output", "o"]
+    assert parser().parse_args(base).replay_kl is None
+    assert parser().parse_args(base + ["--replay-kl", "0"]).replay_kl == 0.0
