@@ -3,6 +3,7 @@
 import pytest
 
 from helpers.training import anchor, passes
+from tests.support.chat_pairs import data_and_replayed
 
 
 def test_kl_is_zero_with_zero_gradient_where_the_model_is_the_base():
@@ -57,11 +58,7 @@ def lora_standin(random_standin, tokenizer_for):
 
     choice = models.choose(str(random_standin("qwen2.5")))
     tok = tokenizer_for("qwen2.5")
-    convs = [[{"role": "user", "content": f"Data question {i}?"},
-              {"role": "assistant", "content": f"Data answer number {i}."}] for i in range(4)]
-    convs += [[{"role": "user", "content": f"Replayed question {j}?"},
-               {"role": "assistant", "content": f"Replayed answer {j}, a longer one."}] for j in range(6)]
-    rows, _ = masks.tokenize_dataset(tok, convs, max_seq_length=128)
+    rows, _ = masks.tokenize_dataset(tok, data_and_replayed(), max_seq_length=128)
     cfg = resolve_config(choice.profile, epochs=3, batch_size=2, grad_accum=1, learning_rate=5e-3,
                          logging_steps=1, max_seq_length=128, report_to="none")
     model, _ = load_model(choice, backend="transformers")

@@ -5,6 +5,7 @@ import pytest
 from helpers.data import replay
 from helpers.training import passes
 from helpers.training.config import TrainConfig
+from tests.support.chat_pairs import data_and_replayed
 
 
 def _rows(n_data=4, tags=(0, 0, 1, 1, 2, 2)):
@@ -78,11 +79,7 @@ def test_transformers_trainer_gives_each_epoch_its_own_pass(random_standin, toke
     folder = random_standin("qwen2.5")
     choice = models.choose(str(folder))
     tok = tokenizer_for("qwen2.5")
-    convs = [[{"role": "user", "content": f"Data question {i}?"},
-              {"role": "assistant", "content": f"Data answer {i}."}] for i in range(4)]
-    convs += [[{"role": "user", "content": f"Replayed question {j}?"},
-               {"role": "assistant", "content": f"Replayed answer {j}."}] for j in range(6)]
-    rows, _ = masks.tokenize_dataset(tok, convs, max_seq_length=128)
+    rows, _ = masks.tokenize_dataset(tok, data_and_replayed(), max_seq_length=128)
     passes.tag(rows, [0, 0, 1, 1, 2, 2])
     index = {tuple(r["input_ids"]): i for i, r in enumerate(rows)}
     seen: list[tuple[int, int]] = []
