@@ -35,6 +35,10 @@ the setting; the targets cost ~1 min to read, and the training steps were not sl
 
 Used by the transformers backend (TRL's trainer, :func:`helpers.training.trainer.train`, setting
 ``replay_kl``); Unsloth's fused loss, MLX and Tinker train replayed answers as ordinary labels.
+A batch holding replayed rows builds the full logits, as plain transformers training does (TRL's
+fused LM head, used for the other batches, avoids them): with a 151k-token vocabulary, about
+1.2 GB more in bfloat16 for 4 sequences of 1,024 tokens; where that does not fit, the
+out-of-memory fallback steps down as for any other cause.
 """
 
 from __future__ import annotations
