@@ -72,7 +72,8 @@ def marked(rows: Sequence[dict]) -> int:
 def _trained_positions(labels: Sequence[int]) -> list[int]:
     """Positions ``t`` whose label is trained; the logits at ``t - 1`` predict it."""
     if labels and labels[0] != -100:
-        raise ValueError("a row whose first token is trained cannot be distilled (no logits predict it)")
+        raise ValueError("a replayed row whose first token is trained cannot be distilled (no logits "
+                         "predict it); set replay_kl=0 (--replay-kl 0) to train replayed answers as labels")
     return [t for t, x in enumerate(labels) if x != -100]
 
 
@@ -142,7 +143,9 @@ def batch_targets(examples: list[dict]) -> dict | None:
         n = sum(1 for x in labels if x != -100)
         if ids:
             if len(ids) != n:
-                raise ValueError(f"{len(ids)} teacher positions for a row with {n} trained tokens")
+                raise ValueError(f"{len(ids)} teacher positions for a row with {n} trained tokens: the "
+                                 "row changed after its targets were read; set replay_kl=0 "
+                                 "(--replay-kl 0) to train replayed answers as labels")
             all_ids += ids
             all_lp += lps
             on += [True] * n
